@@ -1,0 +1,37 @@
+"""Shared test utilities."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+@torch.no_grad()
+def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every parameter and BN statistic random values.
+
+    Fresh models hide wiring mistakes: zero-initialised last BNs make residual branches output zero,
+    and unit running statistics make BN an affine no-op. Parity tests randomise the reference first.
+    """
+    g = torch.Generator().manual_seed(seed)
+    for name, t in model.state_dict().items():  # saved tensors only: fixed buffers (blur filters) stay
+        if not t.is_floating_point():
+            continue
+        if name.endswith("running_var"):
+            t.copy_(torch.rand(t.shape, generator=g) * 0.5 + 0.75)
+        elif name.endswith("running_mean"):
+            t.copy_(torch.randn(t.shape, generator=g) * 0.1)
+        elif t.ndim <= 1:  # norm weights / biases: around 1 and 0 so activations stay in range
+            base = 1.0 if name.endswith("weight") else 0.0
+            t.copy_(base + torch.randn(t.shape, generator=g) * 0.1)
+        else:
+            fan_in = t[0].numel()
+            t.copy_(torch.randn(t.shape, generator=g) * (1.0 / fan_in) ** 0.5)
+    return model
+
+
+def num_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.float() - b.float()).abs().max().item()
