@@ -5,6 +5,10 @@ from .blur_pool import BlurPool2d
 from .classifier import ClassifierHead, SelectAdaptivePool2d, create_classifier
 from .conv_norm_act import ConvNormAct, get_padding
 from .drop import DropBlock2d, DropPath, drop_path
+from .eca import EcaModule
+from .evo_norm import EvoNorm2dS0
 from .helpers import make_divisible
+from .inverted_residual import ConvBlock, DepthwiseSeparable, InvertedResidual, MobileSqueezeExcite
 from .norm import get_norm_layer
+from .separable_conv import SeparableConvNormAct
 from .squeeze_excite import EffectiveSEModule, SEModule

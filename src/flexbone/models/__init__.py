@@ -5,4 +5,8 @@ from ._features import FeatureInfo, FeatureStage
 from ._registry import is_model, list_models, model_entrypoint, model_family, register_model
 
 from . import resnet  # noqa: F401  (registers the family)
+from . import mobilenet  # noqa: F401
 from . import pvt  # noqa: F401
+from . import vovnet  # noqa: F401
+from . import cbnet  # noqa: F401  (composites of the families above)
+from ..elastic import ofa_resnet  # noqa: F401  (supernets, after the families they extract to)

@@ -1,0 +1,490 @@
+"""Dynamic layers: the building blocks of once-for-all supernets (Cai et al., ICLR 2020).
+
+A dynamic layer owns the weight of its *largest* configuration and runs a *leading slice* of it:
+
+* input channels follow the input tensor (``x.shape[1]``), so a layer never needs to be told them;
+* output channels are the layer's ``active_out_channels`` (``None`` = all);
+* a depthwise kernel smaller than the largest is the centre crop of the largest, passed through learned
+  kernel-transformation matrices (7x7 -> 5x5 -> 3x3, each initialised to the identity);
+* batch norm uses the leading slice of its affine parameters and running statistics.
+
+Every dynamic layer subclasses the matching ``torch.nn`` layer (``nn.Conv2d``, ``nn.BatchNorm2d``,
+``nn.Linear``), so its parameter names are those of a static layer and code that looks for
+``nn.BatchNorm2d`` (BN recalibration, weight-decay filters) finds it. A supernet names its modules as the
+static zoo model it extracts to; :func:`copy_active` then fills that static model from the supernet.
+
+Elastic blocks: :class:`DynamicBottleneck` (ResNet bottleneck with elastic expand ratio and width),
+:class:`DynamicStemResidual` (the residual middle conv of OFA-ResNet's stem), :class:`DynamicInvertedResidual`
+(MobileNet block with elastic kernel and expand ratio), and :class:`ElasticDepth` (a stage that runs its
+first ``active_depth`` blocks).
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..layers.activations import create_act, get_act_layer
+from ..layers.conv_norm_act import get_padding
+from ..layers.drop import DropPath
+from ..layers.helpers import make_divisible
+
+CHANNEL_DIVISOR = 8  # elastic widths are rounded to multiples of 8, as in the reference code
+
+
+def _check_active(name: str, value: int | None, maximum: int) -> int:
+    if value is None:
+        return maximum
+    if not 0 < value <= maximum:
+        raise ValueError(f"{name} = {value} is outside 1..{maximum}")
+    return value
+
+
+def _centre(size: int, sub: int) -> slice:
+    """The centre ``sub x sub`` window of a ``size x size`` kernel (both odd)."""
+    start = size // 2 - sub // 2
+    return slice(start, start + sub)
+
+
+# ------------------------------------------------------------------------------------------ layers
+class DynamicConv2d(nn.Conv2d):
+    """``nn.Conv2d`` with elastic input channels (from the input) and output channels (``active_out_channels``).
+
+    Groups are not elastic (dense convolutions only; see :class:`DynamicDepthwiseConv2d`). Padding
+    defaults to 'same' for odd kernels, as in the reference.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
+                 padding: int | None = None, dilation: int = 1, bias: bool = False):
+        if padding is None:
+            padding = get_padding(kernel_size, stride, dilation)
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                         dilation=dilation, bias=bias)
+        self.active_out_channels: int | None = None  # None = all
+
+    def active_weight(self, in_channels: int, out_channels: int | None = None) -> torch.Tensor:
+        out_channels = _check_active("active_out_channels", out_channels or self.active_out_channels, self.out_channels)
+        return self.weight[:out_channels, :in_channels]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        in_chs = x.shape[1]
+        out_chs = self.active_out_channels or self.out_channels
+        if in_chs == self.in_channels and out_chs == self.out_channels:
+            return super().forward(x)
+        if in_chs > self.in_channels:
+            raise ValueError(f"{in_chs} input channels, but this layer has at most {self.in_channels}")
+        weight = self.active_weight(in_chs).contiguous()
+        bias = self.bias[:out_chs] if self.bias is not None else None
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
+
+    @torch.no_grad()
+    def copy_to(self, conv: nn.Conv2d) -> None:
+        """Write the slice that ``conv`` (a static layer of the sub-network's size) stands for."""
+        conv.weight.copy_(self.weight[:conv.out_channels, :conv.in_channels])
+        if conv.bias is not None:
+            conv.bias.copy_(self.bias[:conv.out_channels])
+
+
+class DynamicDepthwiseConv2d(nn.Conv2d):
+    """Depthwise conv with elastic channels (from the input) and elastic kernel size (``active_kernel_size``).
+
+    The weight is that of the largest kernel, ``(C, 1, K, K)``. A kernel ``k < K`` is made by stepping
+    down through the kernel sizes: take the centre crop of the current kernel and multiply its flattened
+    ``k*k`` taps by the learned matrix ``'{K}to{k}_matrix'`` (``(k*k, k*k)``, shared by all channels,
+    initialised to the identity so that a fresh supernet starts with plain centre crops).
+    """
+
+    def __init__(self, channels: int, kernel_sizes: Sequence[int] = (3, 5, 7), stride: int = 1, dilation: int = 1):
+        self.kernel_sizes = tuple(sorted(set(kernel_sizes)))
+        if any(k % 2 == 0 for k in self.kernel_sizes):
+            raise ValueError(f"kernel sizes must be odd, got {self.kernel_sizes}")
+        k_max = self.kernel_sizes[-1]
+        super().__init__(channels, channels, k_max, stride=stride, padding=get_padding(k_max, stride, dilation),
+                         dilation=dilation, groups=channels, bias=False)
+        for big, small in zip(self.kernel_sizes[:0:-1], self.kernel_sizes[-2::-1]):
+            # name as the reference ('7to5_matrix'), so its checkpoints map one to one
+            self.register_parameter(f"{big}to{small}_matrix", nn.Parameter(torch.eye(small * small)))
+        self.active_kernel_size: int | None = None  # None = largest
+
+    def active_weight(self, channels: int, kernel_size: int | None = None) -> torch.Tensor:
+        """The ``(channels, 1, k, k)`` filter of the active (or given) kernel size."""
+        k = kernel_size or self.active_kernel_size or self.kernel_sizes[-1]
+        if k not in self.kernel_sizes:
+            raise ValueError(f"kernel size {k} is not one of {self.kernel_sizes}")
+        weight = self.weight[:channels]
+        # step down 7 -> 5 -> 3: crop the centre, then mix its taps with the transformation matrix
+        for big, small in zip(self.kernel_sizes[:0:-1], self.kernel_sizes[-2::-1]):
+            if big <= k:
+                break
+            crop = weight[:, :, _centre(big, small), _centre(big, small)]
+            matrix = getattr(self, f"{big}to{small}_matrix")
+            weight = F.linear(crop.reshape(channels, small * small), matrix).reshape(channels, 1, small, small)
+        return weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        channels = x.shape[1]
+        k = self.active_kernel_size or self.kernel_sizes[-1]
+        if channels > self.in_channels:
+            raise ValueError(f"{channels} input channels, but this layer has at most {self.in_channels}")
+        weight = self.active_weight(channels, k).contiguous()
+        padding = get_padding(k, self.stride[0], self.dilation[0])
+        return F.conv2d(x, weight, None, self.stride, padding, self.dilation, groups=channels)
+
+    @torch.no_grad()
+    def copy_to(self, conv: nn.Conv2d) -> None:
+        if conv.groups != conv.in_channels:
+            raise ValueError("a depthwise dynamic conv copies into a depthwise nn.Conv2d only")
+        conv.weight.copy_(self.active_weight(conv.out_channels, conv.kernel_size[0]))
+
+
+class DynamicBatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` over the leading ``C`` channels of its statistics and affine parameters.
+
+    In training mode the leading slice of the running statistics is updated in place (with the same
+    momentum rule as ``nn.BatchNorm2d``); the channels beyond ``C`` are left as they are.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        if c == self.num_features:
+            return super().forward(x)
+        if c > self.num_features:
+            raise ValueError(f"{c} input channels, but this layer has at most {self.num_features}")
+        factor = 0.0
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        use_batch_stats = self.training or self.running_mean is None
+        return F.batch_norm(
+            x,
+            self.running_mean[:c] if self.running_mean is not None else None,  # views: updated in place
+            self.running_var[:c] if self.running_var is not None else None,
+            self.weight[:c] if self.weight is not None else None,
+            self.bias[:c] if self.bias is not None else None,
+            use_batch_stats, factor, self.eps,
+        )
+
+    @torch.no_grad()
+    def copy_to(self, bn: nn.BatchNorm2d) -> None:
+        c = bn.num_features
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            src, dst = getattr(self, name), getattr(bn, name)
+            if dst is not None:
+                dst.copy_(src[:c])
+        if bn.num_batches_tracked is not None and self.num_batches_tracked is not None:
+            bn.num_batches_tracked.copy_(self.num_batches_tracked)
+        bn.eps, bn.momentum = self.eps, self.momentum
+
+
+class DynamicLinear(nn.Linear):
+    """``nn.Linear`` with elastic input features (from the input) and output features (``active_out_features``)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__(in_features, out_features, bias=bias)
+        self.active_out_features: int | None = None  # None = all
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        in_f = x.shape[-1]
+        out_f = _check_active("active_out_features", self.active_out_features, self.out_features)
+        if in_f == self.in_features and out_f == self.out_features:
+            return super().forward(x)
+        bias = self.bias[:out_f] if self.bias is not None else None
+        return F.linear(x, self.weight[:out_f, :in_f].contiguous(), bias)
+
+    @torch.no_grad()
+    def copy_to(self, linear: nn.Linear) -> None:
+        linear.weight.copy_(self.weight[:linear.out_features, :linear.in_features])
+        if linear.bias is not None:
+            linear.bias.copy_(self.bias[:linear.out_features])
+
+
+class DynamicSqueezeExcite(nn.Module):
+    """Squeeze-excite with elastic channels: ``x * gate(conv_expand(act(conv_reduce(mean_hw(x)))))``.
+
+    The reduced width follows the input: ``make_divisible(C * rd_ratio, 8)``. Names as timm's MobileNetV3
+    ``SqueezeExcite`` (``conv_reduce``, ``conv_expand``), the static block that it extracts to.
+    """
+
+    def __init__(self, channels: int, rd_ratio: float = 0.25, rd_divisor: int = CHANNEL_DIVISOR,
+                 act_layer: str | Callable = "relu", gate_layer: str | Callable = "hard_sigmoid"):
+        super().__init__()
+        self.rd_ratio, self.rd_divisor = rd_ratio, rd_divisor
+        self.conv_reduce = DynamicConv2d(channels, self.reduced_channels(channels), 1, bias=True)
+        self.act1 = create_act(act_layer, inplace=True)
+        self.conv_expand = DynamicConv2d(self.reduced_channels(channels), channels, 1, bias=True)
+        self.gate = create_act(gate_layer)
+
+    def reduced_channels(self, channels: int) -> int:
+        return make_divisible(channels * self.rd_ratio, self.rd_divisor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        self.conv_reduce.active_out_channels = self.reduced_channels(c)
+        self.conv_expand.active_out_channels = c
+        s = x.mean((2, 3), keepdim=True)  # (B, C, 1, 1)
+        s = self.conv_expand(self.act1(self.conv_reduce(s)))
+        return x * self.gate(s)
+
+
+# ------------------------------------------------------------------------------------------ blocks
+class ElasticDepth(nn.Sequential):
+    """A stage of blocks of which only the first ``active_depth`` run (``None`` = all): elastic depth."""
+
+    def __init__(self, *blocks: nn.Module):
+        super().__init__(*blocks)
+        self.active_depth: int | None = None
+
+    def active_blocks(self) -> list[nn.Module]:
+        depth = _check_active("active_depth", self.active_depth, len(self))
+        return list(self)[:depth]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.active_blocks():
+            x = block(x)
+        return x
+
+
+class DynamicStemResidual(nn.Module):
+    """``x + act(bn(conv3x3(x)))`` with elastic width (its output follows its input), which depth may drop.
+
+    Extracts to :class:`flexbone.models.resnet.StemResidual` (or ``nn.Identity`` when ``active`` is False).
+    """
+
+    def __init__(self, channels: int, act_layer: str | Callable = "relu"):
+        super().__init__()
+        self.conv = DynamicConv2d(channels, channels, 3)
+        self.bn = DynamicBatchNorm2d(channels)
+        self.act = get_act_layer(act_layer)(inplace=True)
+        self.active = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.active:
+            return x
+        self.conv.active_out_channels = x.shape[1]  # the identity shortcut fixes the width
+        return x + self.act(self.bn(self.conv(x)))
+
+
+class DynamicBottleneck(nn.Module):
+    """ResNet bottleneck (1x1 -> 3x3 -> 1x1) with elastic input, output and middle widths.
+
+    The output width is ``active_out_channels``; the middle width is
+    ``make_divisible(round(active_out_channels * active_expand_ratio), 8)`` (OFA-ResNet's rule: the
+    expand ratio is relative to the block's *output*, 0.25 in a standard ResNet-50). The stride sits on
+    the 3x3 conv (ResNet v1.5). The shortcut is the identity when the block keeps shape (same width
+    choices, stride 1), else ``'avg'`` (ResNet-D: 2x2 average pool, then 1x1 conv + BN) or ``'conv'``
+    (strided 1x1 conv + BN). Names follow :class:`flexbone.models.resnet.Bottleneck`.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, expand_ratios: Sequence[float] = (0.25,),
+                 stride: int = 1, downsample: str | None = "avg", act_layer: str | Callable = "relu",
+                 drop_path_rate: float = 0.0):
+        super().__init__()
+        act_layer = get_act_layer(act_layer)
+        self.expand_ratios = tuple(sorted(expand_ratios))
+        self.out_channels = out_channels
+        mid = self.mid_channels(out_channels, self.expand_ratios[-1])
+        self.conv1 = DynamicConv2d(in_channels, mid, 1)
+        self.bn1 = DynamicBatchNorm2d(mid)
+        self.act1 = act_layer(inplace=True)
+        self.conv2 = DynamicConv2d(mid, mid, 3, stride=stride)
+        self.bn2 = DynamicBatchNorm2d(mid)
+        self.act2 = act_layer(inplace=True)
+        self.conv3 = DynamicConv2d(mid, out_channels, 1)
+        self.bn3 = DynamicBatchNorm2d(out_channels)
+        self.act3 = act_layer(inplace=True)
+        self.downsample = None
+        if downsample is not None:
+            if downsample == "avg":
+                pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity()
+                self.downsample = nn.Sequential(pool, DynamicConv2d(in_channels, out_channels, 1),
+                                                DynamicBatchNorm2d(out_channels))
+            elif downsample == "conv":
+                self.downsample = nn.Sequential(DynamicConv2d(in_channels, out_channels, 1, stride=stride),
+                                                DynamicBatchNorm2d(out_channels))
+            else:
+                raise ValueError(f"unknown downsample {downsample!r}; choose 'avg', 'conv' or None (identity)")
+        elif stride != 1:
+            raise ValueError("a strided block needs a downsample shortcut")
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else None
+        self.active_out_channels: int | None = None  # None = all
+        self.active_expand_ratio: float | None = None  # None = largest
+
+    @staticmethod
+    def mid_channels(out_channels: int, expand_ratio: float) -> int:
+        return make_divisible(round(out_channels * expand_ratio), CHANNEL_DIVISOR)
+
+    def active_mid_channels(self) -> int:
+        expand = self.active_expand_ratio or self.expand_ratios[-1]
+        return self.mid_channels(self.active_out_channels or self.out_channels, expand)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out_chs = self.active_out_channels or self.out_channels
+        mid = self.active_mid_channels()
+        self.conv1.active_out_channels = self.conv2.active_out_channels = mid
+        self.conv3.active_out_channels = out_chs
+        shortcut = x
+        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.act2(self.bn2(self.conv2(x)))
+        x = self.bn3(self.conv3(x))
+        if self.drop_path is not None:
+            x = self.drop_path(x)
+        if self.downsample is not None:
+            self.downsample[-2].active_out_channels = out_chs
+            shortcut = self.downsample(shortcut)
+        return self.act3(x + shortcut)
+
+    @torch.no_grad()
+    def reorganize_channels(self, expand_stage: int = 0) -> None:
+        """Sort the middle channels by importance (L1 norm of the weights that read them), most important first.
+
+        After sorting, a smaller expand ratio keeps the most important channels. ``expand_stage`` k > 0
+        keeps the channel groups of the k+1 largest expand ratios apart (a channel already inside the
+        width of ratio ``r`` stays inside it), so that widths trained in earlier phases keep their
+        channels, as the reference does. The function of the full block does not change.
+        """
+        widths = [self.mid_channels(self.out_channels, e) for e in reversed(self.expand_ratios)]  # largest first
+        # conv3 reads conv2's outputs: permute conv3's inputs, bn2 and conv2's outputs together
+        self._permute_mid(self.conv3, self.bn2, self.conv2, widths, expand_stage)
+        # conv2 reads conv1's outputs
+        self._permute_mid(self.conv2, self.bn1, self.conv1, widths, expand_stage)
+
+    @staticmethod
+    def _permute_mid(reader: nn.Conv2d, bn: nn.BatchNorm2d, writer: nn.Conv2d, widths: list[int], stage: int) -> None:
+        order = _importance_order(reader.weight, widths, stage)
+        _permute(reader.weight, order, 1)
+        _permute(writer.weight, order, 0)
+        _permute_bn(bn, order)
+
+
+class DynamicInvertedResidual(nn.Module):
+    """MBConv (1x1 expand -> depthwise kxk -> [SE] -> 1x1 project) with elastic kernel, expand ratio and width.
+
+    The middle width is ``make_divisible(round(C_in * active_expand_ratio), 8)`` (relative to the block's
+    *input*, as in MobileNet and the reference ``DynamicMBConvLayer``); the depthwise kernel is
+    ``active_kernel_size``; the output width ``active_out_channels``. The identity shortcut is structural
+    (stride 1 and equal largest input and output widths), as a static block's. Names follow
+    :class:`flexbone.layers.inverted_residual.InvertedResidual` (timm's ``conv_pw``, ``bn1``, ``conv_dw``,
+    ``bn2``, ``se``, ``conv_pwl``, ``bn3``), the block it extracts to.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_sizes: Sequence[int] = (3, 5, 7),
+                 expand_ratios: Sequence[float] = (3, 4, 6), stride: int = 1, act_layer: str | Callable = "relu",
+                 se_layer: Callable[[int], nn.Module] | None = None, skip: bool = True, drop_path_rate: float = 0.0):
+        super().__init__()
+        self.expand_ratios = tuple(sorted(expand_ratios))
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.has_skip = skip and stride == 1 and in_channels == out_channels
+        mid = self.mid_channels(in_channels, self.expand_ratios[-1])
+        self.conv_pw = DynamicConv2d(in_channels, mid, 1)
+        self.bn1 = DynamicBatchNorm2d(mid)
+        self.act1 = create_act(act_layer, inplace=True)
+        self.conv_dw = DynamicDepthwiseConv2d(mid, kernel_sizes, stride=stride)
+        self.bn2 = DynamicBatchNorm2d(mid)
+        self.act2 = create_act(act_layer, inplace=True)
+        self.se = se_layer(mid) if se_layer is not None else nn.Identity()
+        self.conv_pwl = DynamicConv2d(mid, out_channels, 1)
+        self.bn3 = DynamicBatchNorm2d(out_channels)  # linear bottleneck: no activation
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 and self.has_skip else nn.Identity()
+        self.active_out_channels: int | None = None  # None = all
+        self.active_expand_ratio: float | None = None  # None = largest
+        self.active_kernel_size: int | None = None  # None = largest
+
+    @staticmethod
+    def mid_channels(in_channels: int, expand_ratio: float) -> int:
+        return make_divisible(round(in_channels * expand_ratio), CHANNEL_DIVISOR)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        expand = self.active_expand_ratio or self.expand_ratios[-1]
+        self.conv_pw.active_out_channels = self.mid_channels(x.shape[1], expand)
+        self.conv_dw.active_kernel_size = self.active_kernel_size
+        self.conv_pwl.active_out_channels = self.active_out_channels
+        shortcut = x
+        x = self.act1(self.bn1(self.conv_pw(x)))  # (B, in, H, W) -> (B, mid, H, W)
+        x = self.se(self.act2(self.bn2(self.conv_dw(x))))  # (B, mid, H/s, W/s)
+        x = self.bn3(self.conv_pwl(x))  # (B, out, H/s, W/s)
+        if self.has_skip:
+            x = self.drop_path(x) + shortcut
+        return x
+
+    @torch.no_grad()
+    def reorganize_channels(self, expand_stage: int = 0) -> None:
+        """Sort the middle channels by importance (L1 norm of ``conv_pwl``'s weights that read them).
+
+        Also sorts the squeeze-excite's reduced channels by the L1 norm of ``conv_expand``'s weights, as the
+        reference does. ``expand_stage``: see :meth:`DynamicBottleneck.reorganize_channels` (the widths are
+        those of the largest input width). The function of the full block does not change.
+        """
+        widths = [self.mid_channels(self.in_channels, e) for e in reversed(self.expand_ratios)]  # largest first
+        order = _importance_order(self.conv_pwl.weight, widths, expand_stage)
+        _permute(self.conv_pwl.weight, order, 1)
+        _permute_bn(self.bn2, order)
+        _permute(self.conv_dw.weight, order, 0)  # depthwise: one filter per middle channel
+        if isinstance(self.se, DynamicSqueezeExcite):
+            se = self.se
+            _permute(se.conv_expand.weight, order, 0)
+            _permute(se.conv_expand.bias, order, 0)
+            _permute(se.conv_reduce.weight, order, 1)
+            se_order = _importance_order(se.conv_expand.weight)  # the reduced channels, read by conv_expand
+            _permute(se.conv_expand.weight, se_order, 1)
+            _permute(se.conv_reduce.weight, se_order, 0)
+            _permute(se.conv_reduce.bias, se_order, 0)
+        _permute_bn(self.bn1, order)
+        _permute(self.conv_pw.weight, order, 0)
+
+
+# ------------------------------------------------------------------------------ channel importance
+def _importance_order(reader_weight: torch.Tensor, widths: Sequence[int] = (), stage: int = 0) -> torch.Tensor:
+    """Input channels of a layer, most important first (importance: L1 norm of the weights that read them).
+
+    ``widths`` (largest first) and ``stage`` k > 0: the channels outside the ``k+1`` largest widths are kept
+    below those inside them, so that widths trained in earlier phases keep their channels (the reference's
+    penalties of 1e5 per width).
+    """
+    importance = reader_weight.abs().sum(dim=(0, 2, 3))  # (C_in,): one L1 norm per input channel
+    if stage > 0:
+        right, penalty = len(importance), -len(widths) * 1e5
+        for left in widths[:stage + 1]:
+            importance[left:right] += penalty
+            penalty += 1e5
+            right = left
+    return torch.sort(importance, dim=0, descending=True).indices
+
+
+def _permute(t: torch.Tensor | None, order: torch.Tensor, dim: int) -> None:
+    if t is not None:
+        t.copy_(t.index_select(dim, order))
+
+
+def _permute_bn(bn: nn.BatchNorm2d, order: torch.Tensor) -> None:
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        _permute(getattr(bn, name), order, 0)
+
+
+# -------------------------------------------------------------------------------------- extraction
+@torch.no_grad()
+def copy_active(static: nn.Module, supernet: nn.Module) -> nn.Module:
+    """Fill ``static`` (a plain model of the active sub-network's shape) with the supernet's active weights.
+
+    Modules are matched by name: a supernet names its layers as the static model it extracts to. Each
+    static layer that holds tensors takes them from the supernet layer of the same name, sliced (and,
+    for depthwise kernels, transformed) to its own shape. A missing counterpart raises.
+    """
+    for name, module in static.named_modules():
+        own = list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
+        if not own:
+            continue
+        try:
+            source = supernet.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"{type(supernet).__name__} has no layer {name!r} to copy into the sub-network") from None
+        if hasattr(source, "copy_to"):
+            source.copy_to(module)
+            continue
+        for t_name, t in own:  # a static layer inside the supernet (e.g. a fixed-size layer): same shape
+            src = getattr(source, t_name)
+            if src.shape != t.shape:
+                raise ValueError(f"{name}.{t_name}: supernet shape {tuple(src.shape)} vs sub-network {tuple(t.shape)}")
+            t.copy_(src)
+    return static

@@ -1,0 +1,188 @@
+"""The model contract (DESIGN.md), checked for every registered model.
+
+Parametrised over ``list_models()``: a family added to the registry is tested without a line here.
+Inputs are tiny (64 px, batch 2); the largest variants are marked slow.
+"""
+import re
+
+import pytest
+import torch
+
+import flexbone
+from flexbone import create_model, list_models
+from flexbone.errors import ConfigError, FlexboneError, UnknownModelError
+
+from _helpers import max_abs_diff
+
+ALL = list_models()
+# composite and elastic models have their own contract tests (tests/test_cbnet.py, tests/test_ofa_*.py)
+STATIC = [n for n in ALL if flexbone.models.model_family(n) not in ("cbnet", "ofa_resnet", "ofa_mobilenet")]
+
+
+# the deep and wide variants: same code paths as their small siblings, many more FLOPs
+_BIG = re.compile(r"(101|152|200|269|270|350|420|wide_|x8d|64x4d|pvt_v2_b[345]|pvt_medium|pvt_large|vovnet99)")
+
+
+def _mark(names):
+    return [pytest.param(n, marks=pytest.mark.slow) if _BIG.search(n) else n for n in names]
+
+
+@pytest.mark.parametrize("name", _mark(STATIC))
+def test_contract(name):
+    model = create_model(name, num_classes=5, in_chans=2, drop_rate=0.1, drop_path_rate=0.1)
+    assert model.num_classes == 5
+    x = torch.randn(2, 2, 64, 64)
+
+    # forward + backward reach every parameter
+    out = model(x)
+    assert out.shape == (2, 5)
+    out.logsumexp(1).sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, f"no gradient reaches {missing[:5]}"
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+    model.eval()
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        pre = model.forward_head(feats, pre_logits=True)
+        assert pre.shape == (2, model.num_features)
+        assert max_abs_diff(model.forward_head(feats), model.get_classifier()(pre)) < 1e-5
+        # a new classifier, and none at all
+        model.reset_classifier(3)
+        assert model(x).shape == (2, 3)
+        model.reset_classifier(0)
+        assert model(x).shape == (2, model.num_features)
+
+
+@pytest.mark.parametrize("name", _mark(STATIC))
+def test_features_only(name):
+    model = create_model(name, features_only=True).eval()
+    info = model.feature_info
+    assert len(info) == 4, "dense-prediction users expect a 4-level pyramid"
+    assert info.reduction() == [4, 8, 16, 32] or name.endswith(("s", "s_tiny")), info
+    for size in (64, 96):
+        with torch.no_grad():
+            maps = model(torch.randn(1, 3, size, size))
+        assert [m.shape[1] for m in maps] == info.channels()
+        assert [m.shape[-1] for m in maps] == [max(size // r, 1) for r in info.reduction()]
+    # negative indices count from the deepest level
+    model = create_model(name, features_only=True, out_indices=(-2, -1)).eval()
+    with torch.no_grad():
+        maps = model(torch.randn(1, 3, 64, 64))
+    assert len(maps) == 2 and [m.shape[1] for m in maps] == info.channels()[-2:]
+
+
+def _first_of_each_family():
+    seen, names = set(), []
+    for n in STATIC:
+        fam = flexbone.models.model_family(n)
+        if fam not in seen:
+            seen.add(fam)
+            names.append(n)
+    return names
+
+
+@pytest.mark.parametrize("name", _first_of_each_family())
+def test_smallest_input_and_export(name):
+    """32 px works; torch.export traces the model and gives the same outputs."""
+    model = create_model(name).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert model(x).shape == (1, 1000)
+    program = torch.export.export(model, (torch.randn(1, 3, 64, 64),))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert max_abs_diff(program.module()(x), model(x)) < 1e-5
+
+
+@pytest.mark.parametrize("name", ["resnet50d", "seresnext26d_32x4d", "resnetrs50"])
+@pytest.mark.parametrize("output_stride", [8, 16])
+def test_output_stride(name, output_stride):
+    ref = create_model(name, features_only=True).eval()
+    model = create_model(name, features_only=True, output_stride=output_stride).eval()
+    model.load_state_dict(ref.state_dict())  # dilation changes no parameter shape
+    with torch.no_grad():
+        maps = model(torch.randn(1, 3, 64, 64))
+    assert [m.shape[-1] for m in maps] == [64 // min(r, output_stride) for r in (4, 8, 16, 32)]
+    assert model.feature_info.reduction() == [min(r, output_stride) for r in (4, 8, 16, 32)]
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    model = create_model("resnet18d", num_classes=4)
+    x = torch.randn(2, 3, 64, 64)
+    model(x).sum().backward()
+    plain = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model.set_grad_checkpointing(True)
+    model(x).sum().backward()
+    for a, p in zip(plain, model.parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-5)
+
+
+def test_stochastic_depth_rises_linearly():
+    from flexbone.layers import DropPath
+
+    model = create_model("resnet50", drop_path_rate=0.2)
+    rates = [0.0] + [m.drop_prob for m in model.modules() if isinstance(m, DropPath)]
+    assert len(rates) == 16  # first block has rate 0 and no DropPath module
+    assert rates[-1] == pytest.approx(0.2)
+    steps = [b - a for a, b in zip(rates, rates[1:])]
+    assert max(steps) == pytest.approx(min(steps))
+
+
+def test_dropblock_and_zero_init_options():
+    from flexbone.layers import DropBlock2d
+
+    model = create_model("resnet50", drop_block_rate=0.1)
+    blocks = [m for m in model.modules() if isinstance(m, DropBlock2d)]
+    assert len(blocks) == 6 + 3  # stages 3 and 4 only
+    assert all(torch.count_nonzero(b.bn3.weight) == 0 for b in model.layer1)
+    model = create_model("resnet50", zero_init_last=False)
+    assert all(torch.count_nonzero(b.bn3.weight) > 0 for b in model.layer1)
+
+
+def test_dropblock_drops_in_training_only():
+    from flexbone.layers import DropBlock2d
+
+    layer = DropBlock2d(drop_prob=0.3, block_size=3)
+    x = torch.ones(8, 4, 16, 16)
+    y = layer(x)
+    dropped = (y == 0).float().mean().item()
+    assert 0.1 < dropped < 0.5  # about drop_prob of the activations are zeroed, in blocks
+    assert abs(y.mean().item() - 1.0) < 0.05  # and the rest rescaled to keep the expectation
+    assert torch.equal(layer.eval()(x), x)
+
+
+def test_unknown_model_names_the_closest_matches():
+    with pytest.raises(UnknownModelError, match="resnet50"):
+        create_model("resnt50")
+
+
+def test_bad_options_are_user_errors():
+    with pytest.raises(ConfigError, match="output_stride"):
+        create_model("resnet18", output_stride=4)
+    with pytest.raises(ConfigError, match="no_such_option"):
+        create_model("resnet18", no_such_option=1)
+    with pytest.raises(FlexboneError, match="never downloads"):
+        create_model("resnet18", pretrained=True)
+    with pytest.raises(ConfigError, match="out_indices"):
+        create_model("resnet18", features_only=True, out_indices=(0, 7))
+
+
+def test_list_models_filters_and_registry_rejects_duplicates():
+    assert "resnet50" in list_models("resnet*") and "mobilenetv2_100" not in list_models("resnet*")
+    assert list_models("resnet5?") == ["resnet50"]
+    from flexbone.models import register_model
+
+    with pytest.raises(FlexboneError, match="already registered"):
+        register_model(lambda **kw: None, name="resnet50")
+
+
+def test_pretrained_path_adapts_classifier_and_stem(tmp_path):
+    src = create_model("resnet18d")
+    path = tmp_path / "w.safetensors"
+    flexbone.save_state_dict(src.state_dict(), path)
+    model = create_model("resnet18d", pretrained=path, num_classes=7, in_chans=1)
+    assert torch.equal(model.layer3[0].conv1.weight, src.layer3[0].conv1.weight)
+    assert torch.allclose(model.conv1[0].weight, src.conv1[0].weight.sum(1, keepdim=True))
+    assert model.fc.out_features == 7
