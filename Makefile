@@ -24,7 +24,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_resnet_cpu.py
+	$(BIN)/python benchmarks/bench_vs_timm_cpu.py --suite resnet
+	$(BIN)/python benchmarks/bench_vs_timm_cpu.py --suite families --batch-size 8
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -1,0 +1,165 @@
+"""flexbone vs timm on the CPU, side by side: the performance checks of issues 2, 4 and 5.
+
+Suites (``--suite``):
+
+* ``resnet`` (issue 2): inference, batch 32 at 224 px, resnet50 and resnet18, NCHW and channels_last
+  (targets >= 0.97x and >= 1.0x timm); a training step (forward + cross-entropy + backward + SGD),
+  resnet50, batch 32 at 128 px (target >= 0.97x).
+* ``families`` (issues 4, 5): inference of PVT v2, VoVNet and MobileNet models vs timm's model of the same
+  name (target >= 0.97x); PVT v1 (no timm twin) with its MACs beside PVT v2 models of similar size.
+
+Each comparison runs in one process, on the same input batch, with the same weights (timm's are copied
+into flexbone's model) and the same threads / dtype / memory format. Within each setting the models run
+in interleaved rounds (one batch each, alternating order), so a busy phase of the machine hits flexbone
+and timm alike; the figure of merit is the throughput ratio flexbone / timm (>1: flexbone is faster).
+Absolute CPU times are recorded but are not claims.
+
+    .venv/bin/python benchmarks/bench_vs_timm_cpu.py --suite resnet        # several minutes
+    .venv/bin/python benchmarks/bench_vs_timm_cpu.py --suite families --batch-size 8
+    .venv/bin/python benchmarks/bench_vs_timm_cpu.py --repeats 2 --warmup 1 --batch-size 2 --img-size 64 \
+        --train-img-size 64 --out-dir /tmp/bench_check                     # a quick check that it works
+
+Writes ``<suite>_cpu.json`` (every number, environment, command) and ``<suite>_cpu.md`` (a table) to
+``--out-dir`` (default ``benchmarks/results``). Run it on a quiet machine: the load average before and
+after the run is recorded so that a reader can tell.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+from pathlib import Path
+
+from flexbone.bench.report import format_markdown, format_table
+from flexbone.bench.complexity import model_complexity
+from flexbone.bench.throughput import BenchSettings, benchmark, environment, ratios
+
+HERE = Path(__file__).resolve().parent
+
+
+# suite -> (title, [(label, models, settings changes, target ratio flexbone/timm)], flexbone-only extras)
+SUITES = {
+    "resnet": ("ResNet on the CPU: flexbone vs timm (issue 2)", [
+        ("infer NCHW", ["resnet50", "resnet18"], dict(mode="infer"), 0.97),
+        ("infer channels_last", ["resnet50", "resnet18"], dict(mode="infer", channels_last=True), 1.0),
+        ("train NCHW", ["resnet50"], dict(mode="train", img_size="train"), 0.97),
+    ], []),
+    "families": ("Dense-prediction and mobile families on the CPU: flexbone vs timm (issues 4, 5)", [
+        ("infer NCHW", ["pvt_v2_b0", "pvt_v2_b1", "vovnet39a", "ese_vovnet19b_dw",
+                        "mobilenetv2_100", "mobilenetv3_large_100"], dict(mode="infer"), 0.97),
+    ], [
+        # PVT v1 has no timm twin: its throughput and MACs beside PVT v2 models of similar size
+        ("infer NCHW, PVT v1 beside PVT v2", ["pvt_tiny", "pvt_v2_b1", "pvt_small", "pvt_v2_b2"], dict(mode="infer")),
+    ]),
+}
+
+
+def _settings(args: argparse.Namespace, changes: dict) -> BenchSettings:
+    changes = dict(changes)
+    img_size = args.train_img_size if changes.pop("img_size", None) == "train" else args.img_size
+    return BenchSettings(batch_size=args.batch_size, device="cpu", dtype="fp32", warmup=args.warmup,
+                         repeats=args.repeats, threads=args.threads, img_size=img_size, **changes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", choices=sorted(SUITES), default="resnet", help="which comparison (default resnet)")
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
+    p.add_argument("--img-size", type=int, default=224, help="inference input size (default 224)")
+    p.add_argument("--train-img-size", type=int, default=128, help="training-step input size (default 128)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per model (default 3)")
+    p.add_argument("--repeats", type=int, default=20, help="timed interleaved rounds (default 20)")
+    p.add_argument("--out-dir", type=Path, default=HERE / "results", help="where to write the results")
+    args = p.parse_args(argv)
+
+    try:
+        import timm  # noqa: F401  (the reference; flexbone.bench imports it again where needed)
+    except ImportError:
+        sys.exit("this benchmark compares with timm: pip install timm")
+
+    load_before = os.getloadavg()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    all_results, rows_md, ratio_rows = [], [], []
+    title, compared, extras = SUITES[args.suite]
+    for label, models, changes, target in compared:
+        settings = _settings(args, changes)
+        print(f"== {label}: {', '.join(models)}, batch {settings.batch_size}, {settings.img_size} px", flush=True)
+        results = benchmark(models, settings, compare="timm", progress=lambda m: print("  " + m, flush=True))
+        for r in results:
+            all_results.append(dict(setting=label, **r.to_dict(with_latencies=True)))
+        for c in ratios(results, "timm"):
+            ours = next(r for r in results if r.model == c["model"] and r.impl == "flexbone")
+            ref = next(r for r in results if r.model == c["model"] and r.impl == "timm")
+            ratio_rows.append(dict(setting=label, model=c["model"], ratio=c["ratio"], target=target,
+                                   met=c["ratio"] >= target))
+            rows_md.append([c["model"], label, settings.img_size, f"{ours.throughput:.2f}", f"{ref.throughput:.2f}",
+                            f"{ours.latency_p50_ms:.0f} / {ours.latency_p90_ms:.0f}",
+                            f"{ref.latency_p50_ms:.0f} / {ref.latency_p90_ms:.0f}",
+                            f"{c['ratio']:.3f}", f">= {target:.2f}", "yes" if c["ratio"] >= target else "NO"])
+        print(format_table(["model", "impl", "img/s", "p50 ms", "p90 ms"],
+                           [[r.model, r.impl, r.throughput, r.latency_p50_ms, r.latency_p90_ms] for r in results]))
+    extra_md = []
+    for label, models, changes in extras:
+        settings = _settings(args, changes)
+        print(f"== {label}: {', '.join(models)}, batch {settings.batch_size}, {settings.img_size} px", flush=True)
+        results = benchmark(models, settings, progress=lambda m: print("  " + m, flush=True))
+        macs = {m: model_complexity(m, settings.img_size).macs for m in models}
+        for r in results:
+            all_results.append(dict(setting=label, macs=macs[r.model], **r.to_dict(with_latencies=True)))
+        extra_md += [f"### {label}", "", format_markdown(
+            ["model", "GMACs", "img/s", "p50 / p90 ms"],
+            [[r.model, f"{macs[r.model] / 1e9:.2f}", f"{r.throughput:.2f}",
+              f"{r.latency_p50_ms:.0f} / {r.latency_p90_ms:.0f}"] for r in results]), ""]
+    load_after = os.getloadavg()
+
+    env = environment("cpu")
+    env.update(load_avg_before=load_before, load_avg_after=load_after, started_utc=started.isoformat(timespec="seconds"),
+               command=" ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]))
+    headers = ["model", "setting", "px", "flexbone img/s", "timm img/s", "flexbone p50/p90 ms",
+               "timm p50/p90 ms", "ratio", "target", "met"]
+    md = "\n".join([
+        f"# {title}",
+        "",
+        f"Command: `{env['command']}`  ",
+        f"Started: {env['started_utc']}",
+        "",
+        f"Environment: {env['cpu']} ({env['cpu_count']} logical cores), {env['platform']}, "
+        f"Python {env['python_version']}, torch {env['torch_version']}, timm {env.get('timm_version', '?')}, "
+        f"flexbone {env['flexbone_version']}; {env['threads']} torch threads; "
+        f"load average (1/5/15 min) {_load(load_before)} before, {_load(load_after)} after.",
+        "",
+        f"Settings: fp32, batch {args.batch_size}, warm-up {args.warmup} steps, {args.repeats} interleaved "
+        "rounds (one batch per model per round, alternating order), same input and same weights for both "
+        "implementations. Throughput = batch / median latency. Train = forward + cross-entropy + backward + "
+        "SGD (momentum 0.9) step.",
+        "",
+        format_markdown(headers, rows_md),
+        "",
+        "Ratio = flexbone / timm throughput (>1: flexbone faster). Absolute CPU numbers depend on the machine "
+        "and its load; only the side-by-side ratios are claims.",
+        "",
+        *extra_md,
+    ])
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    stem = args.out_dir / f"{args.suite}_cpu"
+    stem.with_suffix(".json").write_text(json.dumps(
+        dict(environment=env, ratios=ratio_rows, results=all_results), indent=2) + "\n")
+    stem.with_suffix(".md").write_text(md)
+    print()
+    print(md)
+    missed = [f"{r['model']} {r['setting']} ({r['ratio']:.3f} < {r['target']})" for r in ratio_rows if not r["met"]]
+    print("all targets met" if not missed else f"targets missed: {'; '.join(missed)}")
+    print(f"wrote {stem}.json and {stem}.md")
+    return 0
+
+
+def _load(load: tuple[float, float, float]) -> str:
+    return "/".join(f"{v:.2f}" for v in load)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

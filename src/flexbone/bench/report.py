@@ -1,0 +1,80 @@
+"""Presenting measurements: plain-text tables for the terminal, JSON / CSV / markdown files."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import ConfigError
+
+RESULT_FORMATS = (".json", ".csv")
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None) -> str:
+    """A fixed-width text table. ``align`` has one character per column, ``l`` or ``r`` (default: text
+    left, numbers right)."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    if align is None:
+        align = "".join("r" if rows and isinstance(rows[0][i], (int, float)) else "l" for i in range(len(headers)))
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if a == "r" else v.ljust(w) for v, w, a in zip(values, widths, align)).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+def format_markdown(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured markdown table."""
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
+    return str(v)
+
+
+def check_results_path(path: str | os.PathLike) -> Path:
+    """Fail early (before a long measurement) on an output file type we cannot write."""
+    path = Path(path)
+    if path.suffix.lower() not in RESULT_FORMATS:
+        raise ConfigError(f"--out {path}: results are written as .json or .csv, not {path.suffix or 'no extension'!r}")
+    return path
+
+
+def write_results(path: str | os.PathLike, rows: Sequence[dict[str, Any]], **extra: Any) -> Path:
+    """Write ``rows`` (one dict per result) to ``path``: ``.json`` = ``{**extra, "results": rows}``;
+    ``.csv`` = one line per row (``extra`` values that are flat are added as columns)."""
+    from ..checkpoint import atomic_write
+
+    path = check_results_path(path)
+    if path.suffix.lower() == ".json":
+        text = json.dumps({**extra, "results": list(rows)}, indent=2) + "\n"
+    else:
+        flat_extra = {k: v for k, v in extra.items() if isinstance(v, (str, int, float, bool)) or v is None}
+        fieldnames: list[str] = []
+        for row in rows:
+            fieldnames += [k for k in row if k not in fieldnames]
+        fieldnames += [k for k in flat_extra if k not in fieldnames]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=fieldnames)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**flat_extra, **row})
+        text = buf.getvalue()
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            f.write(text)
+
+    return atomic_write(path, write)

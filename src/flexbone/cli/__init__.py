@@ -1,0 +1,51 @@
+"""The ``flexbone`` command line.
+
+Each command lives in its own module of this package and provides ``register(subparsers)``, which adds
+its parser and sets ``func`` to the function that runs it. Errors caused by the user (a
+:class:`~flexbone.errors.FlexboneError`) print one line and exit with status 2; no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import FlexboneError
+
+# module names under flexbone.cli, in the order `flexbone --help` lists them
+COMMANDS = ["list_cmd", "info", "bench", "tour"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, non-zero, no usage dump
+        self.exit(2, f"flexbone: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = _Parser(prog="flexbone", description="Vision backbones: train once, deploy at every budget.")
+    parser.add_argument("--version", action="version", version=f"flexbone {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMANDS:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args) or 0
+    except FlexboneError as e:
+        print(f"flexbone: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("flexbone: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `flexbone list | head`: the reader left; not an error of ours
+        sys.stderr.close()
+        return 0

@@ -1,0 +1,158 @@
+"""flexbone.bench: MACs and parameters against torchvision's published numbers, and the measuring
+machinery (interleaving, memory, train step, settings validation, result files)."""
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+import torchvision
+
+import flexbone
+from flexbone.bench import BenchSettings, count_macs, count_params, measure, model_complexity, prepare
+from flexbone.bench.report import write_results
+from flexbone.bench.throughput import Runner, make_input
+from flexbone.errors import ConfigError
+from flexbone.models import model_family
+
+# torchvision's model metadata: "_ops" is GFLOPS in its docs' convention, i.e. giga multiply-accumulates
+# of one 224x224 image (its counter, like ours, counts convolutions and linear layers only)
+TV_WEIGHTS = {
+    "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
+    "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V2,
+}
+
+
+@pytest.mark.parametrize("name", list(TV_WEIGHTS))
+def test_macs_and_params_match_torchvision_metadata(name):
+    meta = TV_WEIGHTS[name].meta
+    c = model_complexity(name, img_size=224)
+    assert c.params == meta["num_params"]
+    assert c.macs / 1e9 == pytest.approx(meta["_ops"], rel=0.02)
+
+
+def test_meta_counting_equals_counting_torchvision_model_on_real_tensors():
+    # another input size than the metadata's, counted on a real torchvision model (a real forward pass)
+    tv = torchvision.models.resnet18()
+    assert model_complexity("resnet18", img_size=(64, 96)).macs == count_macs(tv, (64, 96))
+    assert model_complexity("resnet18", img_size=64).params == count_params(tv)
+
+
+def _one_model_per_family():
+    by_family = {}
+    for name in flexbone.list_models():
+        by_family.setdefault(model_family(name), []).append(name)
+    return [min(names, key=len) for _, names in sorted(by_family.items())]  # a short name: a base variant
+
+
+@pytest.mark.parametrize("name", _one_model_per_family())
+def test_meta_shortcuts_count_what_a_real_forward_counts(name):
+    # model_complexity builds on meta and skips initialisers and normalisation kernels; the counts must be
+    # those of the real model running real tensors (FlopCounterMode on the CPU, no shortcuts)
+    c = model_complexity(name, img_size=64)
+    model = flexbone.create_model(name)
+    assert c.params == count_params(model)
+    assert c.macs == count_macs(model, 64)
+
+
+def test_count_macs_restores_training_mode_and_counts_in_eval():
+    model = flexbone.create_model("resnet8s_tiny", drop_rate=0.5)
+    model.train()
+    macs = count_macs(model, 8)
+    assert model.training
+    assert macs == count_macs(model.eval(), 8)
+    assert macs > 0
+
+
+def test_count_params_trainable_only():
+    model = flexbone.create_model("resnet8s_tiny")
+    model.fc.requires_grad_(False)
+    frozen = sum(p.numel() for p in model.fc.parameters())
+    assert count_params(model, trainable_only=True) == count_params(model) - frozen
+
+
+# ------------------------------------------------------------------------------ measuring machinery
+def _fake_runner(name, calls):
+    return Runner(name, "flexbone", nn.Identity(), lambda: calls.append(name), params=0, weights_mb=0.0)
+
+
+def test_measure_interleaves_rounds_in_alternating_order():
+    calls = []
+    a, b = _fake_runner("a", calls), _fake_runner("b", calls)
+    s = BenchSettings(warmup=2, repeats=4, batch_size=4).validate()
+    results = measure([a, b], s)
+    # warm-up (2 steps) + one memory step per model, then rounds: a b, b a, a b, b a
+    assert calls == ["a", "a", "a", "b", "b", "b"] + ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert [len(r.latencies_ms) for r in results] == [4, 4]
+    for r in results:
+        assert r.throughput == pytest.approx(4 / (r.latency_p50_ms / 1e3))
+        assert r.latency_p50_ms <= r.latency_p90_ms <= max(r.latencies_ms)
+
+
+def test_cpu_step_memory_sees_a_large_allocation():
+    def step():  # 128 MiB, written so that the pages become resident
+        t = torch.ones(32 * 2**20, dtype=torch.float32)
+        t.add_(1)
+
+    r = Runner("alloc", "flexbone", nn.Identity(), step, params=0, weights_mb=0.0)
+    res = measure([r], BenchSettings(warmup=0, repeats=1).validate())[0]
+    if res.mem_method != "cpu_peak_rss_delta":
+        pytest.skip("this system cannot reset its peak RSS (/proc/self/clear_refs)")
+    assert 110 < res.step_mem_mb < 250
+
+
+def test_train_step_updates_weights_and_infer_does_not():
+    s = BenchSettings(mode="train", batch_size=2, img_size=16, num_classes=10).validate()
+    model = flexbone.create_model("resnet8s_tiny", num_classes=10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    runner = prepare(model, s, make_input(s))
+    runner.step()
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert "fc.weight" in changed and "conv1.weight" in changed
+
+    s = BenchSettings(mode="infer", batch_size=2, img_size=16, num_classes=10).validate()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    prepare(model, s, make_input(s)).step()
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_channels_last_and_bf16_are_applied():
+    s = BenchSettings(batch_size=1, img_size=16, dtype="bf16", channels_last=True, num_classes=10).validate()
+    x, _ = make_input(s)
+    assert x.dtype == torch.bfloat16 and x.is_contiguous(memory_format=torch.channels_last)
+    runner = prepare(flexbone.create_model("resnet8s_tiny", num_classes=10), s, (x, None))
+    assert runner.model.conv1.weight.dtype == torch.bfloat16
+    assert runner.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    runner.step()
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(dtype="fp8"), "--dtype"),
+    (dict(dtype="fp16"), "not supported on the CPU"),
+    (dict(mode="eval"), "--mode"),
+    (dict(device="tpu"), "--device"),
+    (dict(batch_size=0), "--batch-size"),
+    (dict(repeats=0), "--repeats"),
+    (dict(warmup=-1), "--warmup"),
+])
+def test_invalid_settings_are_user_errors(change, message):
+    with pytest.raises(ConfigError, match=message):
+        BenchSettings(**change).validate()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_a_user_error():
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        BenchSettings(device="cuda").validate()
+
+
+def test_write_results_json_and_csv(tmp_path):
+    rows = [dict(model="a", throughput=1.5), dict(model="b", throughput=2.0, extra=1)]
+    write_results(tmp_path / "r.json", rows, environment={"torch": "x"})
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["results"] == rows and data["environment"] == {"torch": "x"}
+    write_results(tmp_path / "r.csv", rows, command="flexbone bench a b")
+    lines = (tmp_path / "r.csv").read_text().splitlines()
+    assert lines[0] == "model,throughput,extra,command"
+    assert lines[1] == "a,1.5,,flexbone bench a b"
+    with pytest.raises(ConfigError, match=".json or .csv"):
+        write_results(tmp_path / "r.txt", rows)
