@@ -12,6 +12,7 @@ A supernet offers ``space``, ``set_active(cfg)``, ``active_config``, ``extract()
 ``subnet_kwargs()`` and ``reorganize_channels()``.
 """
 from .bn import recalibrate_bn
+from .ofa_mobilenet import OFAMobileNetSpec, OFAMobileNetV2, OFAMobileNetV3
 from .ofa_resnet import OFAResNet, OFAResNetSpec
 from .space import DepthUnit, SearchSpace, SubnetConfig
 from .subnets import load_subnet, save_subnet

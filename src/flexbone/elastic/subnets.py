@@ -10,6 +10,10 @@ A saved sub-network is a folder with two files::
                           "params": 23456789}
     model.safetensors    the static model's weights (its own parameter names)
 
+Any supernet works that offers ``name``, ``subnet_model_name``, ``active_config``, ``set_active``, ``extract``,
+``subnet_kwargs`` and ``subnet_create_kwargs`` (``ofa_resnet50``, the ``ofa_mbv3_*`` / ``ofa_proxyless_*`` /
+``ofa_mbv2_*`` MobileNets: their sub-networks reload as ResNet, MobileNetV3 or MobileNetV2).
+
 ``load_subnet(folder)`` is ``create_model(config["model"], pretrained=folder/"model.safetensors",
 **config["kwargs"])``; either call works. ``architecture`` repeats the static model's resolved
 constructor arguments, so the model can be rebuilt without the registry as well

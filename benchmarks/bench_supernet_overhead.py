@@ -1,0 +1,200 @@
+"""Supernet overhead on the CPU: a supernet running a sub-network vs that sub-network extracted as a static model
+(issue 4, "Measured").
+
+For OFA-MobileNetV3 (``ofa_mbv3_d234_e346_k357_w1.0``) and OFA-ResNet50 (``ofa_resnet50``), at the largest and the
+smallest sub-network, in inference (forward under ``no_grad``) and in a training step (forward + cross-entropy +
+backward + SGD), four models run side by side in one process, on the same input batch:
+
+* flexbone's supernet with the sub-network active, and flexbone's ``extract()`` of it (a plain MobileNetV3 / ResNet);
+* the reference ``ofa`` package's supernet with the same sub-network active, and its ``get_active_subnet()``.
+
+All four have the same weights (the reference's random initialisation, loaded into flexbone's supernet through
+its checkpoint converter). They run in interleaved rounds (one batch each per round, alternating order), so a
+busy phase of the machine hits all alike. The figure of merit is the *overhead* = median step latency of the
+supernet / median step latency of its extracted static network (1.00 = no cost for being elastic).
+
+Targets (issue 4): flexbone <= 1.05x at both ends; the reference is reported to measure 1.01-1.14x.
+
+    .venv/bin/python benchmarks/bench_supernet_overhead.py                         # the real run (minutes)
+    .venv/bin/python benchmarks/bench_supernet_overhead.py --batch-size 2 --img-size 64 --repeats 2 --warmup 1 \
+        --out-dir /tmp/bench_check                                                   # a quick check that it works
+
+Writes ``supernet_overhead.json`` (every number, environment, command) and ``supernet_overhead.md`` (a table) to
+``--out-dir`` (default ``benchmarks/results``). Run it on a quiet machine: the load average before and after the
+run is recorded so that a reader can tell.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import importlib.metadata
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+import flexbone
+from flexbone.bench.report import format_markdown, format_table
+from flexbone.bench.throughput import BenchSettings, environment, make_input, measure, prepare
+from flexbone.elastic import SubnetConfig
+
+HERE = Path(__file__).resolve().parent
+SUPERNETS = ("ofa_mbv3_d234_e346_k357_w1.0", "ofa_resnet50")
+TARGET = 1.05  # flexbone's supernet / extracted static network, at most
+RESNET_WIDTHS = [0.65, 0.8, 1.0]  # the reference addresses OFA-ResNet50 widths by index
+
+
+def reference_supernet(name: str) -> tuple[torch.nn.Module, Callable[[torch.nn.Module, SubnetConfig], None]] | None:
+    """The ``ofa`` package's supernet of ``name`` (as its model zoo builds it) and a function that activates a
+    flexbone config on it; ``None`` without the ``ofa`` package. Only its network modules are imported."""
+    try:
+        from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3, OFAResNets
+    except ImportError:
+        return None
+    if name.startswith("ofa_mbv3"):
+        net = OFAMobileNetV3(dropout_rate=0, width_mult=1.0, ks_list=[3, 5, 7], expand_ratio_list=[3, 4, 6],
+                             depth_list=[2, 3, 4])
+
+        def activate(ref: torch.nn.Module, cfg: SubnetConfig) -> None:
+            ref.set_active_subnet(ks=list(cfg.kernel), e=list(cfg.expand), d=list(cfg.depth))
+    else:
+        net = OFAResNets(dropout_rate=0, depth_list=[0, 1, 2], expand_ratio_list=[0.2, 0.25, 0.35],
+                         width_mult_list=RESNET_WIDTHS)
+
+        def activate(ref: torch.nn.Module, cfg: SubnetConfig) -> None:
+            ref.set_active_subnet(d=list(cfg.depth), e=list(cfg.expand), w=[RESNET_WIDTHS.index(v) for v in cfg.width])
+    return net, activate
+
+
+def measure_case(name: str, end: str, mode: str, args: argparse.Namespace,
+                 progress: Callable[[str], None]) -> list[dict[str, Any]]:
+    """One supernet at one end of its space in one mode: flexbone (and ofa) supernet vs extracted static net."""
+    torch.manual_seed(0)
+    settings = BenchSettings(mode=mode, batch_size=args.batch_size, img_size=args.img_size, device="cpu",
+                             dtype="fp32", warmup=args.warmup, repeats=args.repeats, threads=args.threads).validate()
+    torch.set_num_threads(args.threads)
+    ours = flexbone.create_model(name)
+    cfg = ours.space.max() if end == "max" else ours.space.min()
+    ref_pair = None if args.no_reference else reference_supernet(name)
+    if ref_pair is not None:
+        ref, activate = ref_pair
+        flexbone.load_checkpoint(ours, ref.state_dict(), strict=True)  # the same weights everywhere
+    ours.set_active(cfg)
+    models = [("flexbone", "supernet", ours), ("flexbone", "static", ours.extract())]
+    if ref_pair is not None:
+        activate(ref, cfg)
+        models += [("ofa", "supernet", ref), ("ofa", "static", ref.get_active_subnet(preserve_weight=True))]
+    inputs = make_input(settings)
+    runners = [prepare(copy.deepcopy(m), settings, inputs, kind, impl) for impl, kind, m in models]
+    results = measure(runners, settings, progress)
+    rows = []
+    for (impl, kind, _), r in zip(models, results):
+        rows.append({**r.to_dict(with_latencies=True), "supernet": name, "end": end, "kind": kind,
+                     "config": cfg.to_dict()})
+    return rows
+
+
+def overheads(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Supernet p50 latency / static p50 latency, per (supernet, end, mode, impl)."""
+    out = []
+    for sup in (r for r in rows if r["kind"] == "supernet"):
+        static = next(r for r in rows if r["kind"] == "static" and all(
+            r[k] == sup[k] for k in ("supernet", "end", "mode", "impl")))
+        ratio = sup["latency_p50_ms"] / static["latency_p50_ms"]
+        out.append(dict(supernet=sup["supernet"], end=sup["end"], mode=sup["mode"], impl=sup["impl"],
+                        supernet_p50_ms=sup["latency_p50_ms"], static_p50_ms=static["latency_p50_ms"],
+                        overhead=ratio, target=TARGET if sup["impl"] == "flexbone" else None,
+                        met=ratio <= TARGET if sup["impl"] == "flexbone" else None))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--supernets", nargs="+", default=list(SUPERNETS), choices=SUPERNETS, help="which supernets")
+    p.add_argument("--modes", nargs="+", default=["infer", "train"], choices=["infer", "train"])
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
+    p.add_argument("--img-size", type=int, default=160, help="input size, px (default 160, within OFA's 128-224)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per model (default 3)")
+    p.add_argument("--repeats", type=int, default=20, help="timed interleaved rounds (default 20)")
+    p.add_argument("--no-reference", action="store_true", help="skip the ofa package's models")
+    p.add_argument("--out-dir", type=Path, default=HERE / "results", help="where to write the results")
+    args = p.parse_args(argv)
+
+    load_before = os.getloadavg()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    rows: list[dict[str, Any]] = []
+    for name in args.supernets:
+        for end in ("max", "min"):
+            for mode in args.modes:
+                print(f"== {name} {end} {mode}: batch {args.batch_size}, {args.img_size} px", flush=True)
+                case = measure_case(name, end, mode, args, lambda m: print("  " + m, flush=True))
+                print(format_table(["model", "p50 ms", "p90 ms"],
+                                   [[f"{r['impl']} {r['kind']}", r["latency_p50_ms"], r["latency_p90_ms"]]
+                                    for r in case]))
+                rows += case
+    load_after = os.getloadavg()
+    ratio_rows = overheads(rows)
+
+    env = environment("cpu")
+    try:
+        env["ofa_version"] = importlib.metadata.version("ofa")
+    except importlib.metadata.PackageNotFoundError:  # the reference is optional
+        env["ofa_version"] = None
+    env.update(load_avg_before=load_before, load_avg_after=load_after,
+               started_utc=started.isoformat(timespec="seconds"),
+               command=" ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]))
+    table = []
+    for r in ratio_rows:
+        table.append([r["supernet"], r["end"], r["mode"], r["impl"], f"{r['supernet_p50_ms']:.1f}",
+                      f"{r['static_p50_ms']:.1f}", f"{r['overhead']:.3f}",
+                      f"<= {r['target']:.2f}" if r["target"] else "(reference)",
+                      {True: "yes", False: "NO", None: ""}[r["met"]]])
+    headers = ["supernet", "sub-network", "mode", "impl", "supernet p50 ms", "static p50 ms", "overhead",
+               "target", "met"]
+    md = "\n".join([
+        "# Supernet overhead on the CPU: supernet vs its extracted static sub-network",
+        "",
+        f"Command: `{env['command']}`  ",
+        f"Started: {env['started_utc']}",
+        "",
+        f"Environment: {env['cpu']} ({env['cpu_count']} logical cores), {env['platform']}, "
+        f"Python {env['python_version']}, torch {env['torch_version']}, ofa {env['ofa_version']}, "
+        f"flexbone {env['flexbone_version']}; {args.threads} torch threads; "
+        f"load average (1/5/15 min) {_load(load_before)} before, {_load(load_after)} after.",
+        "",
+        f"Settings: fp32, NCHW, batch {args.batch_size} at {args.img_size} px, warm-up {args.warmup} steps, "
+        f"{args.repeats} interleaved rounds (one batch per model per round, alternating order); the four models of "
+        "a row pair (flexbone and ofa, supernet and static) share one input and the same weights. Infer = forward "
+        "under no_grad (eval); train = forward + cross-entropy + backward + SGD (momentum 0.9) step (train mode).",
+        "",
+        format_markdown(headers, table),
+        "",
+        "Overhead = supernet median latency / extracted static network median latency (1.00: no cost for being "
+        "elastic). Absolute CPU times depend on the machine and its load; only the side-by-side ratios are claims.",
+        "",
+    ])
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "supernet_overhead.json").write_text(json.dumps(
+        dict(environment=env, overheads=ratio_rows, results=rows), indent=2) + "\n")
+    (args.out_dir / "supernet_overhead.md").write_text(md)
+    print()
+    print(md)
+    missed = [f"{r['supernet']} {r['end']} {r['mode']} ({r['overhead']:.3f} > {TARGET})"
+              for r in ratio_rows if r["met"] is False]
+    print("all targets met" if not missed else f"targets missed: {'; '.join(missed)}")
+    print(f"wrote {args.out_dir / 'supernet_overhead.json'} and {args.out_dir / 'supernet_overhead.md'}")
+    return 0
+
+
+def _load(load: tuple[float, float, float]) -> str:
+    return "/".join(f"{v:.2f}" for v in load)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
