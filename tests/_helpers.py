@@ -6,11 +6,13 @@ import torch.nn as nn
 
 
 @torch.no_grad()
-def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every parameter and BN statistic random values.
+def randomize_(model: nn.Module, seed: int = 0, keep_random_init: bool = False) -> nn.Module:
+    """Give every norm parameter, BN statistic and constant weight random values.
 
     Fresh models hide wiring mistakes: zero-initialised last BNs make residual branches output zero,
     and unit running statistics make BN an affine no-op. Parity tests randomise the reference first.
+    ``keep_random_init`` leaves weights that already hold a random initialisation as they are (cheap for
+    100M+ models); without it every tensor is redrawn (needed for models built without initialisation).
     """
     g = torch.Generator().manual_seed(seed)
     for name, t in model.state_dict().items():  # saved tensors only: fixed buffers (blur filters) stay
@@ -23,7 +25,7 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
         elif t.ndim <= 1:  # norm weights / biases: around 1 and 0 so activations stay in range
             base = 1.0 if name.endswith("weight") else 0.0
             t.copy_(base + torch.randn(t.shape, generator=g) * 0.1)
-        else:
+        elif not keep_random_init or t.flatten()[:4096].std() == 0:  # with keep_random_init: constants only
             fan_in = t[0].numel()
             t.copy_(torch.randn(t.shape, generator=g) * (1.0 / fan_in) ** 0.5)
     return model

@@ -186,3 +186,11 @@ def test_pretrained_path_adapts_classifier_and_stem(tmp_path):
     assert torch.equal(model.layer3[0].conv1.weight, src.layer3[0].conv1.weight)
     assert torch.allclose(model.conv1[0].weight, src.conv1[0].weight.sum(1, keepdim=True))
     assert model.fc.out_features == 7
+
+
+@pytest.mark.parametrize("norm", ["groupnorm", "groupnorm1"])
+def test_norm_layer_by_name(norm):
+    model = create_model("resnet18", norm_layer=norm, num_classes=3)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(m.num_channels % m.num_groups == 0 for m in norms)
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3)

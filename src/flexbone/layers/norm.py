@@ -3,13 +3,31 @@ from __future__ import annotations
 
 from typing import Callable
 
+import math
+
 import torch.nn as nn
 
+
+class GroupNorm(nn.GroupNorm):
+    """GroupNorm constructed like BatchNorm2d, from the channel count alone: up to 32 groups (Wu & He)."""
+
+    def __init__(self, num_channels: int, num_groups: int = 32, eps: float = 1e-5, affine: bool = True):
+        super().__init__(math.gcd(num_groups, num_channels), num_channels, eps=eps, affine=affine)
+
+
+class GroupNorm1(nn.GroupNorm):
+    """One group: LayerNorm over (C, H, W) of a channels-first map."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True):
+        super().__init__(1, num_channels, eps=eps, affine=affine)
+
+
+# layers for (B, C, H, W) maps, each constructed as ``layer(num_channels)``
 _NORM_LAYERS: dict[str, type[nn.Module]] = {
     "batchnorm": nn.BatchNorm2d,
     "batchnorm2d": nn.BatchNorm2d,
-    "groupnorm": nn.GroupNorm,
-    "layernorm": nn.LayerNorm,
+    "groupnorm": GroupNorm,
+    "groupnorm1": GroupNorm1,
     "syncbatchnorm": nn.SyncBatchNorm,
 }
 

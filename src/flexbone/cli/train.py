@@ -1,0 +1,90 @@
+"""`flexbone train --recipe NAME [--model M] [--data PATH] [--section.key VALUE ...] [--resume RUN_DIR]`
+
+Every recipe key can be overridden with a dotted option (``--optim.lr 0.004``, ``--train.amp bf16``,
+``--train.compile``); a misspelt key is rejected with the closest valid key suggested. Multi-process:
+``torchrun --nproc_per_node N -m flexbone train ...`` (batch sizes in recipes are global).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import ConfigError
+
+EPILOG = """examples:
+  flexbone train --recipe quickstart
+  flexbone train --recipe rsb_a3 --model resnet50 --data /data/imagenet --optim.lr 0.004
+  flexbone train --recipe rsb_a3 --model resnet50 --data /data/imagenet --data.batch_size 256 --train.amp bf16
+  flexbone train --resume runs/resnet50-rsb_a3-20250101-120000
+  torchrun --nproc_per_node 8 -m flexbone train --recipe rsb_a1 --model resnet50 --data /data/imagenet
+
+Any recipe key is an option: --section.key VALUE (or section.key=VALUE); see recipes/*.yaml."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model with a recipe (dotted overrides, resume, torchrun)",
+                       description="Train a model as a recipe says (recipes/*.yaml), with any recipe key "
+                                   "overridden by --section.key VALUE.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.__class__ = _with_overrides(type(p))  # unknown --section.key options go to the recipe loader
+    from ..config import list_recipes  # the shipped recipes, read from the package
+
+    p.add_argument("--recipe", metavar="NAME|PATH",
+                   help=f"a shipped recipe ({', '.join(list_recipes())}) or a YAML file")
+    p.add_argument("--model", metavar="NAME", help="model to train (= --model.name NAME)")
+    p.add_argument("--data", metavar="PATH", help="data folder (= --data.path PATH), read as data.dataset says: "
+                                                  "an image folder with train/ and val/ (imagefolder), or CIFAR "
+                                                  "batch files (--data.dataset cifar10)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoint-last.pt "
+                                                       "(the recipe comes from RUN_DIR/recipe.yaml)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch intra-op threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines are still printed)")
+    p.set_defaults(func=run, overrides=[])
+
+
+def _with_overrides(parser_cls: type) -> type:
+    """A parser class that collects the options it does not know as recipe overrides (in order)."""
+
+    class OverridesParser(parser_cls):
+        def parse_known_args(self, args=None, namespace=None):
+            namespace, extras = super().parse_known_args(args, namespace)
+            namespace.overrides = list(getattr(namespace, "overrides", None) or []) + list(extras)
+            return namespace, []
+
+    return OverridesParser
+
+
+def build_recipe(args: argparse.Namespace):
+    """The recipe of ``args``: the named recipe (or the resumed run's), then --model/--data, then overrides."""
+    from ..config import load_recipe
+
+    shorthand = []
+    if args.model:
+        shorthand += ["--model.name", args.model]
+    if args.data:
+        shorthand += ["--data.path", args.data]
+    overrides = shorthand + list(args.overrides)
+    if args.resume:
+        if args.recipe:
+            raise ConfigError("--resume continues a run with its own recipe (RUN_DIR/recipe.yaml); drop --recipe "
+                              "(dotted overrides such as --schedule.epochs still apply)")
+        run_dir = Path(args.resume)
+        if not (run_dir / "recipe.yaml").is_file():
+            raise ConfigError(f"{run_dir} is not a flexbone run directory (no recipe.yaml in it)")
+        return load_recipe(run_dir / "recipe.yaml", overrides), run_dir.name
+    if not args.recipe:
+        raise ConfigError("name a recipe: --recipe quickstart|rsb_a1|rsb_a2|rsb_a3|resnet_rs or a YAML file "
+                          "(or --resume RUN_DIR)")
+    return load_recipe(args.recipe, overrides), Path(args.recipe).stem
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..train.engine import run as run_training
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    recipe, name = build_recipe(args)
+    run_training(recipe, recipe_name=name, resume=args.resume, progress=not args.no_progress)
+    return 0
