@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                             f"{c['ratio']:.3f}", f">= {target:.2f}", "yes" if c["ratio"] >= target else "NO"])
         print(format_table(["model", "impl", "img/s", "p50 ms", "p90 ms"],
                            [[r.model, r.impl, r.throughput, r.latency_p50_ms, r.latency_p90_ms] for r in results]))
-    extra_md = []
+    extra_md = _cross_format(all_results)
     for label, models, changes in extras:
         settings = _settings(args, changes)
         print(f"== {label}: {', '.join(models)}, batch {settings.batch_size}, {settings.img_size} px", flush=True)
@@ -155,6 +155,24 @@ def main(argv: list[str] | None = None) -> int:
     print("all targets met" if not missed else f"targets missed: {'; '.join(missed)}")
     print(f"wrote {stem}.json and {stem}.md")
     return 0
+
+
+def _cross_format(results: list[dict]) -> list[str]:
+    """flexbone in channels_last vs timm as it comes (NCHW): what a user gains by switching flexbone's
+    memory format, beside the same-format ratios above (which compare identical computations)."""
+    def tput(setting: str, model: str, impl: str) -> float | None:
+        hits = [r["throughput"] for r in results if (r["setting"], r["model"], r["impl"]) == (setting, model, impl)]
+        return hits[0] if hits else None
+
+    rows = []
+    for model in dict.fromkeys(r["model"] for r in results):
+        ours, ref = tput("infer channels_last", model, "flexbone"), tput("infer NCHW", model, "timm")
+        if ours and ref:
+            rows.append([model, f"{ours:.2f}", f"{ref:.2f}", f"{ours / ref:.3f}"])
+    if not rows:
+        return []
+    return ["### flexbone channels_last vs timm NCHW (same run)", "",
+            format_markdown(["model", "flexbone channels_last img/s", "timm NCHW img/s", "ratio"], rows), ""]
 
 
 def _load(load: tuple[float, float, float]) -> str:

@@ -54,11 +54,10 @@ import os
 import re
 from dataclasses import asdict, dataclass, fields
 from functools import partial
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import CheckpointError, ConfigError
@@ -69,7 +68,7 @@ from ..layers.inverted_residual import ConvBlock, DepthwiseSeparable
 from ..models._base import Backbone, default_cfg
 from ..models._features import FeatureInfo, FeatureStage
 from ..models._registry import register_model
-from ..models.mobilenet import BlockSpec, MobileNetV2, MobileNetV3, _init_weights
+from ..models.mobilenet import BlockSpec, MobileNetV2, MobileNetV3, V2Head, V3Head, _init_weights
 from .ops import CHANNEL_DIVISOR, DynamicInvertedResidual, DynamicSqueezeExcite, ElasticDepth, copy_active
 from .space import DepthUnit, SearchSpace, SubnetConfig
 
@@ -441,7 +440,7 @@ class _OFAMobileNet(Backbone):
         return out
 
 
-class OFAMobileNetV3(_OFAMobileNet):
+class OFAMobileNetV3(V3Head, _OFAMobileNet):
     """The once-for-all MobileNetV3 supernet; sub-networks extract to :class:`~flexbone.models.mobilenet.MobileNetV3`.
 
     Args:
@@ -462,35 +461,8 @@ class OFAMobileNetV3(_OFAMobileNet):
         self.num_features = self.head_hidden_size = head
         self.classifier = nn.Linear(head, num_classes) if num_classes > 0 else nn.Identity()
 
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        pool = SelectAdaptivePool2d(self.global_pool.pool_type if global_pool is None else global_pool, flatten=False)
-        if isinstance(self.conv_head, nn.Conv2d):
-            if pool.feat_mult() != self.global_pool.feat_mult():
-                raise ConfigError(f"global_pool={pool.pool_type!r} changes the pooled width, but conv_head was "
-                                  f"built for {self.conv_head.in_channels} channels; keep the pooling type")
-        else:
-            self.head_hidden_size = self.num_features = self.trunk_chs * pool.feat_mult()
-        if num_classes > 0 and not pool.pool_type:
-            raise ConfigError("a classifier needs global pooling: set global_pool or num_classes=0")
-        self.num_classes = num_classes
-        self.global_pool = pool
-        self.flatten = nn.Flatten(1) if pool.pool_type else nn.Identity()
-        self.classifier = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
 
-    def as_features(self, out_indices: Sequence[int] | int | None = None) -> "OFAMobileNetV3":
-        """Feature extractor (a list of stage maps); the unused head conv is dropped, as in MobileNetV3."""
-        self.conv_head, self.act2 = nn.Identity(), nn.Identity()
-        return super().as_features(out_indices)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pool(x)  # (B, C, 1, 1)
-        x = self.flatten(self.act2(self.conv_head(x)))  # (B, num_features)
-        if self.drop_rate > 0.0:
-            x = F.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.classifier(x)
-
-
-class OFAMobileNetV2(_OFAMobileNet):
+class OFAMobileNetV2(V2Head, _OFAMobileNet):
     """The once-for-all ProxylessNAS / MobileNetV2 supernet; sub-networks extract to
     :class:`~flexbone.models.mobilenet.MobileNetV2`. Arguments as :class:`OFAMobileNetV3`."""
 
@@ -506,23 +478,6 @@ class OFAMobileNetV2(_OFAMobileNet):
 
     def _forward_trunk_end(self, x: torch.Tensor) -> torch.Tensor:
         return self.act2(self.bn2(self.conv_head(x)))  # (B, num_features, H/32, W/32)
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        pool = self.global_pool.pool_type if global_pool is None else global_pool
-        self.global_pool, self.classifier = create_classifier(self.num_features, num_classes, pool_type=pool)
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
-
-    def as_features(self, out_indices: Sequence[int] | int | None = None) -> "OFAMobileNetV2":
-        """Feature extractor (a list of stage maps); the unused head conv is dropped, as in MobileNetV2."""
-        self.conv_head, self.bn2, self.act2 = nn.Identity(), nn.Identity(), nn.Identity()
-        return super().as_features(out_indices)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pool(x)  # (B, num_features)
-        if self.drop_rate > 0.0:
-            x = F.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.classifier(x)
 
 
 # ------------------------------------------------------------------------- reference key conversion

@@ -372,7 +372,61 @@ class _MobileNet(Backbone):
         return dict(stages=[[asdict(b) for b in stage] for stage in self.stage_specs])
 
 
-class MobileNetV2(_MobileNet):
+class V2Head:
+    """MobileNetV2's head (conv_head + bn2 + act2 on the map, then pool and classify), shared by the static
+    model and the elastic supernet so that both answer the contract the same way."""
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        pool = self.global_pool.pool_type if global_pool is None else global_pool
+        self.global_pool, self.classifier = create_classifier(self.num_features, num_classes, pool_type=pool)
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+
+    def as_features(self, out_indices: Sequence[int] | int | None = None) -> Backbone:
+        """Feature extractor (a list of stage maps); the unused head conv is dropped, as in timm."""
+        self.conv_head, self.bn2, self.act2 = nn.Identity(), nn.Identity(), nn.Identity()
+        return super().as_features(out_indices)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.global_pool(x)  # (B, num_features)
+        if self.drop_rate > 0.0:
+            x = F.dropout(x, p=self.drop_rate, training=self.training)
+        return x if pre_logits else self.classifier(x)
+
+
+class V3Head:
+    """MobileNetV3's efficient head (pool first, then conv_head + act2 without BN, classify), shared by the
+    static model and the elastic supernet."""
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        pool = SelectAdaptivePool2d(self.global_pool.pool_type if global_pool is None else global_pool, flatten=False)
+        if isinstance(self.conv_head, nn.Conv2d):
+            if pool.feat_mult() != self.global_pool.feat_mult():
+                raise ConfigError(f"global_pool={pool.pool_type!r} changes the pooled width, but conv_head was "
+                                  f"built for {self.conv_head.in_channels} channels; keep the pooling type")
+        else:
+            self.head_hidden_size = self.num_features = self.trunk_chs * pool.feat_mult()
+        if num_classes > 0 and not pool.pool_type:
+            raise ConfigError("a classifier needs global pooling: set global_pool or num_classes=0")
+        self.num_classes = num_classes
+        self.global_pool = pool
+        self.flatten = nn.Flatten(1) if pool.pool_type else nn.Identity()
+        self.classifier = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
+
+    def as_features(self, out_indices: Sequence[int] | int | None = None) -> Backbone:
+        """Feature extractor (a list of stage maps); the unused head conv is dropped, as in timm."""
+        self.conv_head, self.act2 = nn.Identity(), nn.Identity()
+        return super().as_features(out_indices)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.global_pool(x)  # (B, C, 1, 1)
+        x = self.flatten(self.act2(self.conv_head(x)))  # (B, num_features)
+        if self.drop_rate > 0.0:
+            x = F.dropout(x, p=self.drop_rate, training=self.training)
+        return x if pre_logits else self.classifier(x)
+
+
+class MobileNetV2(V2Head, _MobileNet):
     """MobileNetV2: inverted residuals with linear bottlenecks, then ``conv_head`` + BN + act before pooling.
 
     Also the static target of an elastic MobileNetV2 space: ``stages`` may be any block table (per-block
@@ -437,29 +491,11 @@ class MobileNetV2(_MobileNet):
         """The architecture as JSON-ready constructor arguments: ``MobileNetV2(**model.arch_config())``."""
         return {**self._arch_common(), **self._arch}
 
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        pool = self.global_pool.pool_type if global_pool is None else global_pool
-        self.global_pool, self.classifier = create_classifier(self.num_features, num_classes, pool_type=pool)
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
-
-    def as_features(self, out_indices: Sequence[int] | int | None = None) -> "MobileNetV2":
-        """Feature extractor (see the class docstring); the unused head conv is dropped, as in timm."""
-        self.conv_head, self.bn2, self.act2 = nn.Identity(), nn.Identity(), nn.Identity()
-        return super().as_features(out_indices)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self._forward_trunk(x)
         return self.act2(self.bn2(self.conv_head(x)))  # (B, num_features, H/32, W/32)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pool(x)  # (B, num_features)
-        if self.drop_rate > 0.0:
-            x = F.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.classifier(x)
-
-
-class MobileNetV3(_MobileNet):
+class MobileNetV3(V3Head, _MobileNet):
     """MobileNetV3 with its "efficient head": pool first, then a 1x1 conv (no BN) and act, then classify.
 
     The trunk ends with a ``'conv'`` block (1x1 conv + BN + act, e.g. to 960 channels), which is part of
@@ -535,35 +571,8 @@ class MobileNetV3(_MobileNet):
         """The architecture as JSON-ready constructor arguments: ``MobileNetV3(**model.arch_config())``."""
         return {**self._arch_common(), **self._arch}
 
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        pool = SelectAdaptivePool2d(self.global_pool.pool_type if global_pool is None else global_pool, flatten=False)
-        if isinstance(self.conv_head, nn.Conv2d):
-            if pool.feat_mult() != self.global_pool.feat_mult():
-                raise ConfigError(f"global_pool={pool.pool_type!r} changes the pooled width, but conv_head was "
-                                  f"built for {self.conv_head.in_channels} channels; keep the pooling type")
-        else:
-            self.head_hidden_size = self.num_features = self.trunk_chs * pool.feat_mult()
-        if num_classes > 0 and not pool.pool_type:
-            raise ConfigError("a classifier needs global pooling: set global_pool or num_classes=0")
-        self.num_classes = num_classes
-        self.global_pool = pool
-        self.flatten = nn.Flatten(1) if pool.pool_type else nn.Identity()
-        self.classifier = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
-
-    def as_features(self, out_indices: Sequence[int] | int | None = None) -> "MobileNetV3":
-        """Feature extractor (see the class docstring); the unused head conv is dropped, as in timm."""
-        self.conv_head, self.act2 = nn.Identity(), nn.Identity()
-        return super().as_features(out_indices)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self._forward_trunk(x)  # (B, trunk_chs, H/32, W/32)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pool(x)  # (B, C, 1, 1)
-        x = self.flatten(self.act2(self.conv_head(x)))  # (B, num_features)
-        if self.drop_rate > 0.0:
-            x = F.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.classifier(x)
 
 
 # ---------------------------------------------------------------------------------------- builders
