@@ -70,7 +70,7 @@ from ..models._features import FeatureInfo, FeatureStage
 from ..models._registry import register_model
 from ..models.mobilenet import BlockSpec, MobileNetV2, MobileNetV3, V2Head, V3Head, _init_weights
 from .ops import CHANNEL_DIVISOR, DynamicInvertedResidual, DynamicSqueezeExcite, ElasticDepth, copy_active
-from .space import DepthUnit, SearchSpace, SubnetConfig
+from .space import DepthUnit, SearchSpace, SubnetConfig, check_supernet_options
 
 # ------------------------------------------------------------------------------------------- tables
 # One row per elastic unit (the reference's stages after the first block):
@@ -252,11 +252,7 @@ class _OFAMobileNet(Backbone):
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0, name: str = "ofa_mobilenet",
                  **space_kwargs: Any):
         super().__init__()
-        unknown = sorted(set(space_kwargs) - set(_SPEC_FIELDS))
-        if unknown:
-            raise TypeError(f"unexpected keyword argument {unknown[0]!r}")
-        if output_stride != 32:
-            raise ConfigError(f"{name} supports output_stride=32 only (extracted sub-networks support 8 and 16)")
+        check_supernet_options(name, space_kwargs, _SPEC_FIELDS, output_stride)
         self.spec = spec = OFAMobileNetSpec(**space_kwargs)
         self.space = spec.space(name)
         self.name = name

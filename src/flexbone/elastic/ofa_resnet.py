@@ -50,7 +50,7 @@ from ..models._registry import register_model
 from ..models.resnet import ResNet
 from .ops import (CHANNEL_DIVISOR, DynamicBatchNorm2d, DynamicBottleneck, DynamicConv2d, DynamicLinear,
                   DynamicStemResidual, ElasticDepth, copy_active)
-from .space import DepthUnit, SearchSpace, SubnetConfig
+from .space import DepthUnit, SearchSpace, SubnetConfig, check_supernet_options
 
 
 # -------------------------------------------------------------------------------------------- space
@@ -141,11 +141,7 @@ class OFAResNet(Backbone):
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0, zero_init_last: bool = True,
                  name: str = "ofa_resnet50", **space_kwargs: Any):
         super().__init__()
-        unknown = sorted(set(space_kwargs) - set(_SPEC_FIELDS))
-        if unknown:
-            raise TypeError(f"unexpected keyword argument {unknown[0]!r}")
-        if output_stride != 32:
-            raise ConfigError(f"{name} supports output_stride=32 only (extracted sub-networks support 8 and 16)")
+        check_supernet_options(name, space_kwargs, _SPEC_FIELDS, output_stride)
         if global_pool == "catavgmax":
             raise ConfigError("a supernet's classifier slices its input features: "
                               "use global_pool 'avg', 'max' or 'avgmax'")

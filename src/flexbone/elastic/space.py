@@ -24,7 +24,7 @@ import os
 import random
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import ConfigError
 
@@ -364,3 +364,13 @@ class SearchSpace:
     @classmethod
     def from_json(cls, text: str) -> "SearchSpace":
         return cls.from_dict(json.loads(text))
+
+
+def check_supernet_options(name: str, space_kwargs: Mapping[str, Any], spec_fields: Iterable[str],
+                           output_stride: int) -> None:
+    """Refuse options a supernet does not have (as a TypeError, like any constructor) and dilation."""
+    unknown = sorted(set(space_kwargs) - set(spec_fields))
+    if unknown:
+        raise TypeError(f"unexpected keyword argument {unknown[0]!r}")
+    if output_stride != 32:
+        raise ConfigError(f"{name} supports output_stride=32 only (extracted sub-networks support 8 and 16)")
