@@ -11,6 +11,8 @@ import torch
 import flexbone
 from flexbone import create_model, list_models
 from flexbone.errors import ConfigError, FlexboneError, UnknownModelError
+from flexbone.layers import norm
+from flexbone.layers.norm import BatchNorm2d
 
 from _helpers import max_abs_diff
 
@@ -28,7 +30,7 @@ def _mark(names):
 
 
 @pytest.mark.parametrize("name", _mark(STATIC))
-def test_contract(name):
+def test_contract(name, monkeypatch):
     model = create_model(name, num_classes=5, in_chans=2, drop_rate=0.1, drop_path_rate=0.1)
     assert model.num_classes == 5
     x = torch.randn(2, 2, 64, 64)
@@ -47,6 +49,13 @@ def test_contract(name):
         pre = model.forward_head(feats, pre_logits=True)
         assert pre.shape == (2, model.num_features)
         assert max_abs_diff(model.forward_head(feats), model.get_classifier()(pre)) < 1e-5
+        # BN inference in place on its input (flexbone.layers.BatchNorm2d) gives what torch's BN gives: every
+        # norm's input is fresh. A norm fed a tensor that is read again (a shortcut) would fail here.
+        monkeypatch.setattr(norm, "_INPLACE_MIN_NUMEL", 0)
+        in_place = model(x)
+        monkeypatch.setattr(BatchNorm2d, "_normalise_in_place", lambda self, x: False)
+        assert max_abs_diff(in_place, model(x)) < 1e-6
+        monkeypatch.undo()
         # a new classifier, and none at all
         model.reset_classifier(3)
         assert model(x).shape == (2, 3)

@@ -65,6 +65,7 @@ from ..layers.activations import create_act
 from ..layers.classifier import SelectAdaptivePool2d, create_classifier
 from ..layers.helpers import make_divisible
 from ..layers.inverted_residual import ConvBlock, DepthwiseSeparable
+from ..layers.norm import BatchNorm2d
 from ..models._base import Backbone, default_cfg
 from ..models._features import FeatureInfo, FeatureStage
 from ..models._registry import register_model
@@ -259,7 +260,7 @@ class _OFAMobileNet(Backbone):
         self.subnet_model_name = f"{name}_subnet"  # the registered builder of its static sub-networks
         self.num_classes, self.in_chans = num_classes, in_chans
         self.drop_rate, self.drop_path_rate = drop_rate, drop_path_rate
-        norm = partial(nn.BatchNorm2d, eps=spec.bn_eps)
+        norm = partial(BatchNorm2d, eps=spec.bn_eps)
 
         # stem and the fixed first block: static layers, names as MobileNetV2/V3
         stem = spec.ch(spec.stem_width)

@@ -30,6 +30,7 @@ from ..layers.activations import create_act, get_act_layer
 from ..layers.conv_norm_act import get_padding
 from ..layers.drop import DropPath
 from ..layers.helpers import make_divisible
+from ..layers.norm import BatchNorm2d
 
 CHANNEL_DIVISOR = 8  # elastic widths are rounded to multiples of 8, as in the reference code
 
@@ -182,19 +183,20 @@ class DynamicDepthwiseConv2d(_InferenceWeightCache, nn.Conv2d):
         conv.weight.copy_(self.active_weight(conv.out_channels, conv.kernel_size[0]))
 
 
-class DynamicBatchNorm2d(nn.BatchNorm2d):
+class DynamicBatchNorm2d(BatchNorm2d):
     """``nn.BatchNorm2d`` over the leading ``C`` channels of its statistics and affine parameters.
 
     In training mode the leading slice of the running statistics is updated in place (with the same
-    momentum rule as ``nn.BatchNorm2d``); the channels beyond ``C`` are left as they are.
+    momentum rule as ``nn.BatchNorm2d``); the channels beyond ``C`` are left as they are. Inference runs in
+    place on the input, as flexbone's static ``BatchNorm2d`` does (the input is a dynamic conv's fresh output).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
-        if c == self.num_features:
-            return super().forward(x)
         if c > self.num_features:
             raise ValueError(f"{c} input channels, but this layer has at most {self.num_features}")
+        if c == self.num_features or self._normalise_in_place(x):
+            return super().forward(x)
         factor = 0.0
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)

@@ -9,6 +9,6 @@ from .eca import EcaModule
 from .evo_norm import EvoNorm2dS0
 from .helpers import make_divisible
 from .inverted_residual import ConvBlock, DepthwiseSeparable, InvertedResidual, MobileSqueezeExcite
-from .norm import get_norm_layer
+from .norm import BatchNorm2d, get_norm_layer
 from .separable_conv import SeparableConvNormAct
 from .squeeze_excite import EffectiveSEModule, SEModule

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from .activations import create_act
-from .norm import get_norm_layer
+from .norm import BatchNorm2d, get_norm_layer
 
 
 def get_padding(kernel_size: int, stride: int = 1, dilation: int = 1) -> int:
@@ -28,7 +28,7 @@ class ConvNormAct(nn.Module):
         dilation: int = 1,
         groups: int = 1,
         bias: bool = False,
-        norm_layer: str | Callable | None = nn.BatchNorm2d,
+        norm_layer: str | Callable | None = BatchNorm2d,
         act_layer: str | Callable | None = nn.ReLU,
         apply_act: bool = True,
     ):

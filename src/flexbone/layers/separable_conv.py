@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from .activations import create_act
 from .conv_norm_act import get_padding
-from .norm import get_norm_layer
+from .norm import BatchNorm2d, get_norm_layer
 
 
 class SeparableConvNormAct(nn.Module):
@@ -27,7 +27,7 @@ class SeparableConvNormAct(nn.Module):
         bias: bool = False,
         channel_multiplier: float = 1.0,
         pw_kernel_size: int = 1,
-        norm_layer: str | Callable | None = nn.BatchNorm2d,
+        norm_layer: str | Callable | None = BatchNorm2d,
         act_layer: str | Callable | None = nn.ReLU,
         apply_act: bool = True,
     ):

@@ -21,7 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..layers import BlurPool2d, DropBlock2d, DropPath, SEModule, create_classifier, get_padding
 from ..layers.activations import get_act_layer
-from ..layers.norm import get_norm_layer
+from ..layers.norm import BatchNorm2d, get_norm_layer
 from ._base import Backbone, default_cfg
 from ._features import FeatureInfo, FeatureStage
 from ._registry import register_model
@@ -46,7 +46,7 @@ class BasicBlock(nn.Module):
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
                  cardinality: int = 1, base_width: int = 64, reduce_first: int = 1, dilation: int = 1,
-                 first_dilation: int | None = None, act_layer: Callable = nn.ReLU, norm_layer: Callable = nn.BatchNorm2d,
+                 first_dilation: int | None = None, act_layer: Callable = nn.ReLU, norm_layer: Callable = BatchNorm2d,
                  attn_layer: Callable | None = None, aa_layer: str | None = None, drop_block: Callable | None = None,
                  drop_path: nn.Module | None = None, mid_chs: int | None = None, out_chs: int | None = None):
         super().__init__()
@@ -94,7 +94,7 @@ class Bottleneck(nn.Module):
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
                  cardinality: int = 1, base_width: int = 64, reduce_first: int = 1, dilation: int = 1,
-                 first_dilation: int | None = None, act_layer: Callable = nn.ReLU, norm_layer: Callable = nn.BatchNorm2d,
+                 first_dilation: int | None = None, act_layer: Callable = nn.ReLU, norm_layer: Callable = BatchNorm2d,
                  attn_layer: Callable | None = None, aa_layer: str | None = None, drop_block: Callable | None = None,
                  drop_path: nn.Module | None = None, mid_chs: int | None = None, out_chs: int | None = None):
         super().__init__()
@@ -141,7 +141,7 @@ class Bottleneck(nn.Module):
 
 
 def downsample_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, dilation: int = 1,
-                    first_dilation: int | None = None, norm_layer: Callable = nn.BatchNorm2d) -> nn.Module:
+                    first_dilation: int | None = None, norm_layer: Callable = BatchNorm2d) -> nn.Module:
     """Projection shortcut: strided 1x1 conv + norm (the original ResNet 'B' shortcut)."""
     kernel_size = 1 if stride == 1 and dilation == 1 else kernel_size
     first_dilation = (first_dilation or dilation) if kernel_size > 1 else 1
@@ -153,7 +153,7 @@ def downsample_conv(in_channels: int, out_channels: int, kernel_size: int, strid
 
 
 def downsample_avg(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, dilation: int = 1,
-                   first_dilation: int | None = None, norm_layer: Callable = nn.BatchNorm2d) -> nn.Module:
+                   first_dilation: int | None = None, norm_layer: Callable = BatchNorm2d) -> nn.Module:
     """ResNet-D shortcut: 2x2 average pool, then 1x1 conv, so no activation is skipped by the stride."""
     if stride == 1 and dilation == 1:
         pool = nn.Identity()
@@ -183,7 +183,7 @@ class StemResidual(nn.Module):
     Elastic depth may drop it; a sub-network without it keeps ``nn.Identity`` in its place.
     """
 
-    def __init__(self, channels: int, act_layer: Callable = nn.ReLU, norm_layer: Callable = nn.BatchNorm2d):
+    def __init__(self, channels: int, act_layer: Callable = nn.ReLU, norm_layer: Callable = BatchNorm2d):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
         self.bn = norm_layer(channels)

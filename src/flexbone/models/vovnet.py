@@ -27,7 +27,7 @@ from ..errors import ConfigError
 from ..layers import (ClassifierHead, ConvNormAct, DropPath, EcaModule, EffectiveSEModule, EvoNorm2dS0,
                       SeparableConvNormAct)
 from ..layers.activations import get_act_layer
-from ..layers.norm import get_norm_layer
+from ..layers.norm import BatchNorm2d, get_norm_layer
 from ._base import Backbone, default_cfg
 from ._features import FeatureInfo, FeatureStage
 from ._registry import register_model
@@ -49,7 +49,7 @@ class OsaBlock(nn.Module):
     """
 
     def __init__(self, in_chs: int, mid_chs: int, out_chs: int, layer_per_block: int, residual: bool = False,
-                 depthwise: bool = False, attn: str = "", norm_layer: Callable = nn.BatchNorm2d,
+                 depthwise: bool = False, attn: str = "", norm_layer: Callable = BatchNorm2d,
                  act_layer: Callable | None = nn.ReLU, drop_path: nn.Module | None = None):
         super().__init__()
         if residual and in_chs != out_chs:
@@ -100,7 +100,7 @@ class OsaStage(nn.Module):
 
     def __init__(self, in_chs: int, mid_chs: int, out_chs: int, depth: int, layer_per_block: int,
                  downsample: bool = True, residual: bool = True, depthwise: bool = False, attn: str = "ese",
-                 norm_layer: Callable = nn.BatchNorm2d, act_layer: Callable | None = nn.ReLU,
+                 norm_layer: Callable = BatchNorm2d, act_layer: Callable | None = nn.ReLU,
                  drop_path_rates: list[float] | None = None):
         super().__init__()
         self.grad_checkpointing = False
