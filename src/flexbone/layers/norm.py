@@ -8,7 +8,7 @@ import math
 import torch
 import torch.nn as nn
 
-# Below this many elements the saved allocation is worth less than the extra small ops (scale, shift).
+# Below this many elements (1 MiB in fp32) an allocation is served from the heap without page faults: nothing to save.
 _INPLACE_MIN_NUMEL = 1 << 18
 
 
@@ -16,15 +16,18 @@ class BatchNorm2d(nn.BatchNorm2d):
     """``nn.BatchNorm2d`` whose inference normalises its input in place.
 
     Same parameters, buffers, state-dict keys and training behaviour as ``nn.BatchNorm2d``. In inference
-    (eval mode, nothing to differentiate, fp32/fp64 input of at least 2^18 elements) it computes
-    ``x * scale + shift`` into ``x`` itself (one ``addcmul`` with ``out=x``) instead of allocating a new
-    activation-sized tensor. On the CPU a fresh large tensor costs page faults: about a quarter of a
-    ResNet-50's inference time at batch 32 on a 2-core VM (``benchmarks/results/resnet_cpu.md``), and half
-    of those tensors are BN outputs. The arithmetic is the one ``native_batch_norm`` does in eval mode.
+    (eval mode, nothing to differentiate, an fp32/fp64 CPU input of at least 2^18 elements) the output is written
+    into the input instead of a new activation-sized tensor. On the CPU a fresh large tensor costs page
+    faults, and a BN output is one of the two activation-sized tensors of every conv + BN pair; avoiding it
+    made ResNet-50 inference at batch 32 on a 2-core VM markedly faster (``benchmarks/results/resnet_cpu.md``).
+    NCHW inputs go through torch's own eval kernel (``native_batch_norm.out`` with ``out=x``: the same numbers
+    as ``nn.BatchNorm2d``, bit for bit); channels_last inputs through one ``addcmul`` (``x * scale + shift``,
+    the same arithmetic within rounding, and several times faster than the native kernel on that layout).
 
     Contract, as for ``nn.ReLU(inplace=True)``: use it only where the input is a fresh tensor that nothing
     else reads afterwards, such as the output of the convolution before it. Every flexbone model builds its
-    norms so. Under ``torch.compile`` / ``torch.export`` the plain path is traced (the compiler fuses anyway).
+    norms so (``tests/test_models.py`` checks each registered model against torch's BN). Under
+    ``torch.compile`` / ``torch.export`` the plain path is traced (the compiler fuses anyway).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -33,20 +36,31 @@ class BatchNorm2d(nn.BatchNorm2d):
         return super().forward(x)
 
     def _normalise_inference_(self, x: torch.Tensor) -> torch.Tensor:
-        """``x * scale + shift`` written into ``x``, over the leading ``C = x.shape[1]`` channels of the
+        """Eval-mode BN written into ``x``, over the leading ``C = x.shape[1]`` channels of the parameters and
         statistics (all of them here; elastic subclasses run on fewer)."""
         self._check_input_dim(x)
         c = x.shape[1]
-        scale = torch.rsqrt(self.running_var[:c] + self.eps)  # (C,)
-        if self.weight is not None:
-            scale = scale * self.weight[:c]
-        shift = -self.running_mean[:c] * scale
-        if self.bias is not None:
-            shift = shift + self.bias[:c]
+        weight = self.weight[:c] if self.weight is not None else None
+        bias = self.bias[:c] if self.bias is not None else None
+        mean, var = self.running_mean[:c], self.running_var[:c]
+        if x.is_contiguous():  # NCHW: torch's kernel, elementwise, so writing into its input is safe
+            unused = x.new_empty(0)  # batch statistics: none in eval mode
+            return torch.ops.aten.native_batch_norm.out(x, weight, bias, mean, var, False, 0.0, self.eps,
+                                                        out=x, save_mean=unused, save_invstd=unused)[0]
+        scale = torch.rsqrt(var + self.eps)  # (C,)
+        if weight is not None:
+            scale = scale * weight
+        shift = -mean * scale
+        if bias is not None:
+            shift = shift + bias
         return torch.addcmul(shift.view(1, c, 1, 1), x, scale.view(1, c, 1, 1), out=x)
 
     def _normalise_in_place(self, x: torch.Tensor) -> bool:
         if self.training or self.running_var is None or x.numel() < _INPLACE_MIN_NUMEL:
+            return False
+        if x.device.type != "cpu":  # the saving is the CPU's page faults; CUDA's caching allocator has none
+            return False
+        if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
             return False
         if x.dtype not in (torch.float32, torch.float64) or x.dtype != self.running_var.dtype:
             return False  # low precision: the native kernel keeps its scale in fp32
@@ -55,7 +69,6 @@ class BatchNorm2d(nn.BatchNorm2d):
         if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
             return False  # autograd needs the input (or the affine parameters are being fine-tuned)
         return True
-
 
 
 class GroupNorm(nn.GroupNorm):
