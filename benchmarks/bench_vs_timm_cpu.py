@@ -10,7 +10,7 @@ Suites (``--suite``):
 
 Each comparison runs in one process, on the same input batch, with the same weights (timm's are copied
 into flexbone's model) and the same threads / dtype / memory format. Within each setting the models run
-in interleaved rounds (one batch each, alternating order), so a busy phase of the machine hits flexbone
+in interleaved rounds (one batch each, the order changing every round), so a busy phase of the machine hits flexbone
 and timm alike; the figure of merit is the throughput ratio flexbone / timm (>1: flexbone is faster).
 Absolute CPU times are recorded but are not claims.
 
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         f"load average (1/5/15 min) {_load(load_before)} before, {_load(load_after)} after.",
         "",
         f"Settings: fp32, batch {args.batch_size}, warm-up {args.warmup} steps, {args.repeats} interleaved "
-        "rounds (one batch per model per round, alternating order), same input and same weights for both "
+        "rounds (one batch per model per round, the order changing every round), same input and same weights for both "
         "implementations. Throughput = batch / median latency. Train = forward + cross-entropy + backward + "
         "SGD (momentum 0.9) step.",
         "",

@@ -10,7 +10,7 @@ import torchvision
 import flexbone
 from flexbone.bench import BenchSettings, count_macs, count_params, measure, model_complexity, prepare
 from flexbone.bench.report import write_results
-from flexbone.bench.throughput import Runner, make_input
+from flexbone.bench.throughput import Runner, make_input, round_order
 from flexbone.errors import ConfigError
 from flexbone.models import model_family
 
@@ -75,17 +75,28 @@ def _fake_runner(name, calls):
     return Runner(name, "flexbone", nn.Identity(), lambda: calls.append(name), params=0, weights_mb=0.0)
 
 
-def test_measure_interleaves_rounds_in_alternating_order():
+def test_measure_interleaves_rounds_in_changing_order():
     calls = []
     a, b = _fake_runner("a", calls), _fake_runner("b", calls)
     s = BenchSettings(warmup=2, repeats=4, batch_size=4).validate()
     results = measure([a, b], s)
-    # warm-up (2 steps) + one memory step per model, then rounds: a b, b a, a b, b a
-    assert calls == ["a", "a", "a", "b", "b", "b"] + ["a", "b", "b", "a", "a", "b", "b", "a"]
+    # warm-up (2 steps) + one memory step per model, then rounds: a b, b a, b a, a b
+    assert calls == ["a", "a", "a", "b", "b", "b"] + ["a", "b", "b", "a", "b", "a", "a", "b"]
     assert [len(r.latencies_ms) for r in results] == [4, 4]
     for r in results:
         assert r.throughput == pytest.approx(4 / (r.latency_p50_ms / 1e3))
         assert r.latency_p50_ms <= r.latency_p90_ms <= max(r.latencies_ms)
+
+
+def test_round_order_gives_every_model_every_position_and_changing_neighbours():
+    models = ["a", "b", "c", "d"]
+    rounds = [round_order(models, i) for i in range(2 * len(models))]
+    assert all(sorted(r) == models for r in rounds)
+    for position in range(len(models)):
+        assert sorted(r[position] for r in rounds) == sorted(models * 2)
+    sequence = [m for r in rounds for m in r]
+    before = {m: {p for p, n in zip(sequence, sequence[1:]) if n == m} for m in models}
+    assert all(len(before[m] - {m}) >= 2 for m in models), before  # never always after the same model
 
 
 def test_train_step_updates_weights_and_infer_does_not():

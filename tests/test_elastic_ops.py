@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from flexbone.elastic.ops import (DynamicBatchNorm2d, DynamicBottleneck, DynamicConv2d, DynamicDepthwiseConv2d,
                                   DynamicInvertedResidual, DynamicLinear, DynamicSqueezeExcite, ElasticDepth,
-                                  copy_active)
+                                  copy_active, leading_block)
 from flexbone.layers.inverted_residual import InvertedResidual, MobileSqueezeExcite
 from flexbone.models.resnet import Bottleneck, downsample_avg, downsample_conv
 
@@ -39,6 +39,19 @@ def _load(ours: nn.Module, ref: nn.Module, rename: dict[str, str]) -> None:
 
 
 # ------------------------------------------------------------------------------------------ layers
+def test_leading_block_gradient_equals_slicing():
+    """The one-copy backward of a weight slice gives what autograd gives for plain indexing."""
+    weight = torch.randn(6, 5, 3, 3, requires_grad=True)
+    g = torch.randn(4, 2, 3, 3)
+    block = leading_block(weight, (4, 2))
+    assert block.shape == (4, 2, 3, 3) and block.is_contiguous() and torch.equal(block, weight[:4, :2])
+    (expected,) = torch.autograd.grad((weight[:4, :2] * g).sum(), weight)
+    (got,) = torch.autograd.grad((block * g).sum(), weight)
+    assert torch.equal(got, expected)
+    x = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda w: leading_block(w, (3, 1)), (x,))
+
+
 @pytest.mark.parametrize("in_chs,out_chs,stride", [(10, 8, 2), (16, 24, 1), (12, None, 1)])
 def test_dynamic_conv_matches_reference(in_chs, out_chs, stride):
     ref = randomize_(dyn_op.DynamicConv2d(16, 24, kernel_size=3, stride=stride))

@@ -6,9 +6,10 @@ How a measurement works (:func:`measure`):
    gets the same input batch.
 2. Each model runs ``warmup`` untimed steps (this is also when ``torch.compile`` compiles).
 3. One extra untimed step per model measures memory (below).
-4. ``repeats`` timed rounds follow. A round runs one step of every model, in alternating order
-   (A B, then B A, ...), so that a slow phase of a shared machine (another process, thermal throttling)
-   hits all models alike instead of the one that happened to be measured during it. On CUDA each step
+4. ``repeats`` timed rounds follow. A round runs one step of every model, in an order that changes from
+   round to round (:func:`round_order`: A B, B A, B A, A B, ...), so that a slow phase of a shared machine
+   (another process, thermal throttling) hits all models alike instead of the one that happened to be
+   measured during it, and no model always runs right after the same one. On CUDA each step
    is bracketed by ``torch.cuda.synchronize()``.
 
 With a reference implementation (:func:`benchmark` with ``compare='timm'``), the reference's weights are
@@ -309,6 +310,19 @@ def prepare(model: nn.Module, settings: BenchSettings, inputs: tuple[torch.Tenso
     return Runner(model_name or type(model).__name__, impl, model, step, params, weights_mb, same_weights)
 
 
+def round_order(items: Sequence[Any], i: int) -> list[Any]:
+    """The order of round ``i``: rotation ``i // 2`` of ``items``, reversed in odd rounds.
+
+    Two models run A B, B A, B A, A B, ...; with more models each takes every position in turn and follows a
+    different model from round to round. The predecessor matters on a CPU: which tensors the allocator has
+    just freed decides whether a step reuses warm memory or faults in fresh pages, so no model should always
+    run after the same one.
+    """
+    k = (i // 2) % max(len(items), 1)
+    order = list(items[k:]) + list(items[:k])
+    return order if i % 2 == 0 else order[::-1]
+
+
 def measure(runners: Sequence[Runner], settings: BenchSettings,
             progress: Callable[[str], None] | None = None) -> list[BenchResult]:
     """Warm up, measure memory, then time ``settings.repeats`` interleaved rounds of all ``runners``."""
@@ -327,7 +341,7 @@ def measure(runners: Sequence[Runner], settings: BenchSettings,
 
     say(f"timing {len(runners)} model(s), {s.repeats} interleaved rounds")
     for i in range(s.repeats):
-        order = runners if i % 2 == 0 else list(reversed(runners))  # A B, B A, ...: no fixed position
+        order = round_order(runners, i)
         for r in order:
             sync()
             t0 = time.perf_counter()

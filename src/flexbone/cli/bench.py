@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench", help="throughput, latency and memory; side by side with timm",
         description="Measure models side by side: warm-up, then interleaved timed rounds (one batch per "
-                    "model per round, alternating order). Reports images/s (batch / median latency), "
+                    "model per round, the order changing every round). Reports images/s (batch / median latency), "
                     "latency p50/p90 per batch and the peak memory a step adds. With --compare timm, "
                     "timm's model of the same name runs in the same process with the same weights, input "
                     "and settings, and the ratio flexbone/timm is printed (>1: flexbone is faster).")

@@ -49,6 +49,31 @@ def _centre(size: int, sub: int) -> slice:
     return slice(start, start + sub)
 
 
+class _LeadingBlock(torch.autograd.Function):
+    """Forward: ``tensor[:n0, :n1, ...]`` as a contiguous tensor. Backward: the gradient written into one zero
+    tensor of ``tensor``'s size. Plain indexing differentiates each sliced dimension on its own (one zero
+    tensor of a growing size and one copy per dimension, after a clone): in a supernet's training step that
+    memory traffic is a visible part of the overhead over the extracted network."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
+        ctx.full_shape, ctx.sizes = tensor.shape, sizes
+        return tensor[tuple(slice(0, n) for n in sizes)].contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        full = grad.new_zeros(ctx.full_shape)
+        full[tuple(slice(0, n) for n in ctx.sizes)] = grad
+        return full, None
+
+
+def leading_block(tensor: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
+    """``tensor[:sizes[0], :sizes[1], ...].contiguous()`` with a one-copy backward (see :class:`_LeadingBlock`)."""
+    if torch.is_grad_enabled() and tensor.requires_grad:
+        return _LeadingBlock.apply(tensor, tuple(sizes))
+    return tensor[tuple(slice(0, n) for n in sizes)].contiguous()
+
+
 class _InferenceWeightCache:
     """Keeps the last derived weight (sliced, kernel-transformed, made contiguous) of a dynamic layer for inference.
 
@@ -111,7 +136,7 @@ class DynamicConv2d(_InferenceWeightCache, nn.Conv2d):
         if in_chs > self.in_channels:
             raise ValueError(f"{in_chs} input channels, but this layer has at most {self.in_channels}")
         weight = self._derived_weight((in_chs, out_chs), (self.weight,),
-                                      lambda: self.active_weight(in_chs, out_chs).contiguous())
+                                      lambda: leading_block(self.weight, (out_chs, in_chs)))
         bias = self.bias[:out_chs] if self.bias is not None else None
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
 
@@ -236,7 +261,7 @@ class DynamicLinear(_InferenceWeightCache, nn.Linear):
         if in_f == self.in_features and out_f == self.out_features:
             return super().forward(x)
         bias = self.bias[:out_f] if self.bias is not None else None
-        weight = self._derived_weight((in_f, out_f), (self.weight,), lambda: self.weight[:out_f, :in_f].contiguous())
+        weight = self._derived_weight((in_f, out_f), (self.weight,), lambda: leading_block(self.weight, (out_f, in_f)))
         return F.linear(x, weight, bias)
 
     @torch.no_grad()

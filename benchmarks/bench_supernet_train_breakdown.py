@@ -1,0 +1,167 @@
+"""Where a supernet's training-step overhead goes: forward, backward and optimiser step, supernet vs extracted net.
+
+A companion to ``bench_supernet_overhead.py`` (issue 4). For each supernet at its smallest (and largest)
+sub-network, flexbone's supernet and its ``extract()`` train side by side on the same batch with the same
+weights; each step is timed in three parts:
+
+* forward + cross-entropy,
+* backward (from ``zero_grad(set_to_none=True)`` to the end of ``loss.backward()``),
+* the optimiser step (SGD, momentum 0.9).
+
+It also counts the parameters the optimiser updates. A weight-shared supernet keeps *full-size* parameters:
+a sub-network uses a leading slice of a weight, but its gradient (zero outside the slice) and the momentum
+update cover the whole tensor. That is the definition of weight-shared training (the momentum of every
+shared weight keeps running), so the reference implementation pays it too; this script shows how much of
+the overhead it is.
+
+    .venv/bin/python benchmarks/bench_supernet_train_breakdown.py                    # a few minutes
+    .venv/bin/python benchmarks/bench_supernet_train_breakdown.py --batch-size 2 --img-size 64 --repeats 2 \\
+        --warmup 1 --processes 1 --out-dir /tmp/bench_check                          # a quick check that it works
+
+Writes ``supernet_train_breakdown.json`` and ``.md`` to ``--out-dir`` (default ``benchmarks/results``).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+import flexbone
+from flexbone.bench.report import format_markdown
+from flexbone.bench.throughput import environment, round_order
+
+HERE = Path(__file__).resolve().parent
+SUPERNETS = ("ofa_mbv3_d234_e346_k357_w1.0", "ofa_resnet50")
+PARTS = ("forward", "backward", "optimizer")
+
+
+def measure_case(name: str, end: str, args: argparse.Namespace, process: int) -> dict[str, Any]:
+    """Median time of each part for the supernet and its extracted net (one process)."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    supernet = flexbone.create_model(name)
+    supernet.set_active(supernet.space.min() if end == "min" else supernet.space.max())
+    models = {"supernet": supernet.train(), "static": supernet.extract().train()}
+    optimizers = {k: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9) for k, m in models.items()}
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, generator=g)
+    y = torch.randint(0, 1000, (args.batch_size,), generator=g)
+    times: dict[str, dict[str, list[float]]] = {k: {p: [] for p in PARTS} for k in models}
+    order = list(models)[process % 2:] + list(models)[:process % 2]
+    for i in range(args.warmup + args.repeats):
+        for kind in round_order(order, i):
+            model, opt = models[kind], optimizers[kind]
+            t0 = time.perf_counter()
+            loss = F.cross_entropy(model(x), y)
+            t1 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            t2 = time.perf_counter()
+            opt.step()
+            t3 = time.perf_counter()
+            if i >= args.warmup:
+                for part, dt in zip(PARTS, (t1 - t0, t2 - t1, t3 - t2)):
+                    times[kind][part].append(dt * 1e3)
+    updated = {k: sum(p.numel() for p in m.parameters() if p.grad is not None) for k, m in models.items()}
+    return dict(supernet=name, end=end, process=process, updated_params=updated,
+                median_ms={k: {p: statistics.median(v) for p, v in parts.items()} for k, parts in times.items()})
+
+
+def _in_fresh_process(name: str, end: str, args: argparse.Namespace, process: int) -> dict[str, Any]:
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(measure_case, (name, end, args, process))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--supernets", nargs="+", default=list(SUPERNETS), choices=SUPERNETS)
+    p.add_argument("--ends", nargs="+", default=["min", "max"], choices=["min", "max"])
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
+    p.add_argument("--img-size", type=int, default=160, help="input size, px (default 160)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per model (default 3)")
+    p.add_argument("--repeats", type=int, default=10, help="timed interleaved rounds per process (default 10)")
+    p.add_argument("--processes", type=int, default=3, help="fresh processes per case (default 3)")
+    p.add_argument("--out-dir", type=Path, default=HERE / "results", help="where to write the results")
+    args = p.parse_args(argv)
+
+    load_before = os.getloadavg()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    cases = []
+    for name in args.supernets:
+        for end in args.ends:
+            for process in range(args.processes):
+                print(f"== {name} {end} [{process + 1}/{args.processes}]", flush=True)
+                cases.append(_in_fresh_process(name, end, args, process))
+    load_after = os.getloadavg()
+
+    rows, summary = [], []
+    for name in args.supernets:
+        for end in args.ends:
+            runs = [c for c in cases if (c["supernet"], c["end"]) == (name, end)]
+            med = {k: {part: statistics.median(r["median_ms"][k][part] for r in runs) for part in PARTS}
+                   for k in ("supernet", "static")}
+            total = {k: sum(med[k].values()) for k in med}
+            no_step = {k: med[k]["forward"] + med[k]["backward"] for k in med}
+            updated = runs[0]["updated_params"]
+            entry = dict(supernet=name, end=end, median_ms=med, overhead_step=total["supernet"] / total["static"],
+                         overhead_forward_backward=no_step["supernet"] / no_step["static"],
+                         updated_params=updated)
+            summary.append(entry)
+            rows.append([name, end] + [f"{med['supernet'][part]:.1f} / {med['static'][part]:.1f}" for part in PARTS]
+                        + [f"{entry['overhead_forward_backward']:.3f}", f"{entry['overhead_step']:.3f}",
+                           f"{updated['supernet'] / 1e6:.1f}M / {updated['static'] / 1e6:.1f}M"])
+            print(f"{name} {end}: forward+backward {entry['overhead_forward_backward']:.3f}, "
+                  f"whole step {entry['overhead_step']:.3f}", flush=True)
+
+    env = environment("cpu")
+    env.update(load_avg_before=load_before, load_avg_after=load_after,
+               started_utc=started.isoformat(timespec="seconds"),
+               command=" ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]))
+    headers = ["supernet", "sub-network", "forward ms (supernet / static)", "backward ms", "optimizer step ms",
+               "overhead fwd+bwd", "overhead whole step", "params updated (supernet / static)"]
+    md = "\n".join([
+        "# Supernet training step, part by part: supernet vs its extracted static sub-network",
+        "",
+        f"Command: `{env['command']}`  ",
+        f"Started: {env['started_utc']}",
+        "",
+        f"Environment: {env['cpu']} ({env['cpu_count']} logical cores), {env['platform']}, "
+        f"Python {env['python_version']}, torch {env['torch_version']}, flexbone {env['flexbone_version']}; "
+        f"{args.threads} torch threads; load average (1/5/15 min) "
+        f"{'/'.join(f'{v:.2f}' for v in load_before)} before, {'/'.join(f'{v:.2f}' for v in load_after)} after.",
+        "",
+        f"Settings: fp32, NCHW, batch {args.batch_size} at {args.img_size} px, train mode, SGD momentum 0.9, "
+        f"warm-up {args.warmup} steps, {args.repeats} interleaved rounds in each of {args.processes} fresh processes; "
+        "times are medians over the rounds, then over the processes.",
+        "",
+        format_markdown(headers, rows),
+        "",
+        "The optimiser updates every parameter that received a gradient. In the supernet that is the full-size "
+        "tensor of every weight the active sub-network slices (zero gradient outside the slice, but momentum and "
+        "the update still cover it): weight-shared training, as the once-for-all reference does it. The extracted "
+        "network owns only its slices.",
+        "",
+    ])
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "supernet_train_breakdown.json").write_text(json.dumps(
+        dict(environment=env, summary=summary, processes=cases), indent=2) + "\n")
+    (args.out_dir / "supernet_train_breakdown.md").write_text(md)
+    print()
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
