@@ -119,13 +119,16 @@ def measure_case_in_fresh_process(name: str, end: str, mode: str, args: argparse
 
 def overheads(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Supernet p50 latency / static p50 latency per (supernet, end, mode, impl): each process's, and their median."""
+    def case(r: dict[str, Any]) -> tuple:
+        return r["supernet"], r["end"], r["mode"], r["impl"], r["process"]
+
     out = []
-    keys = dict.fromkeys((r["supernet"], r["end"], r["mode"], r["impl"]) for r in rows if r["kind"] == "supernet")
+    static_of = {case(r): r for r in rows if r["kind"] == "static"}
+    keys = dict.fromkeys(case(r)[:4] for r in rows if r["kind"] == "supernet")
     for key in keys:
         per_process, sup_ms, static_ms = [], [], []
-        for sup in (r for r in rows if r["kind"] == "supernet" and (r["supernet"], r["end"], r["mode"], r["impl"]) == key):
-            static = next(r for r in rows if r["kind"] == "static" and r["process"] == sup["process"] and all(
-                r[k] == sup[k] for k in ("supernet", "end", "mode", "impl")))
+        for sup in (r for r in rows if r["kind"] == "supernet" and case(r)[:4] == key):
+            static = static_of[case(sup)]
             per_process.append(sup["latency_p50_ms"] / static["latency_p50_ms"])
             sup_ms.append(sup["latency_p50_ms"])
             static_ms.append(static["latency_p50_ms"])

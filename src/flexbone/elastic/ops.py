@@ -126,7 +126,7 @@ class DynamicConv2d(_InferenceWeightCache, nn.Conv2d):
 
     def active_weight(self, in_channels: int, out_channels: int | None = None) -> torch.Tensor:
         out_channels = _check_active("active_out_channels", out_channels or self.active_out_channels, self.out_channels)
-        return self.weight[:out_channels, :in_channels]
+        return leading_block(self.weight, (out_channels, in_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         in_chs = x.shape[1]
@@ -136,7 +136,7 @@ class DynamicConv2d(_InferenceWeightCache, nn.Conv2d):
         if in_chs > self.in_channels:
             raise ValueError(f"{in_chs} input channels, but this layer has at most {self.in_channels}")
         weight = self._derived_weight((in_chs, out_chs), (self.weight,),
-                                      lambda: leading_block(self.weight, (out_chs, in_chs)))
+                                      lambda: self.active_weight(in_chs, out_chs))
         bias = self.bias[:out_chs] if self.bias is not None else None
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
 
