@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import statistics
 import sys
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from flexbone.bench.report import format_markdown, format_table
+from flexbone.bench.report import format_markdown, format_table, write_report
 from flexbone.bench.throughput import environment
 from flexbone.config import load_recipe
 from flexbone.data import build_loaders
@@ -113,14 +112,13 @@ def main(argv: list[str] | None = None) -> int:
              round(r["images_per_second"])] for r in results]
     print(format_table(headers, rows))
     print(f"quickstart loaders built in {build_seconds:.2f} s; load average {load_before} -> {os.getloadavg()}")
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "data_loader.json").write_text(json.dumps(report, indent=2))
     env = report["environment"]
     md = [f"# Data-loader throughput ({report['date']})", "",
           f"{env['cpu']}, {env['threads']} threads, torch {env['torch_version']}; load average before "
           f"{load_before[0]:.2f}. Command: `{env['command']}`. Median of {args.repeats} passes after "
           f"{args.warmup} warm-up.", "", format_markdown(headers, rows), ""]
-    (args.out_dir / "data_loader.md").write_text("\n".join(md))
+    paths = write_report(args.out_dir, "data_loader", report, "\n".join(md))
+    print(f"wrote {paths[0]} and {paths[1]}")
     return 0
 
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from flexbone.bench.report import format_markdown, format_table
+from flexbone.bench.report import format_markdown, format_table, write_report
 from flexbone.bench.throughput import environment
 from flexbone.cli.subnets import _calibration_loader, evaluate_subnets, sample_subnets
 from flexbone.config import load_recipe
@@ -213,12 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         "Absolute times are CPU times on this machine under the load shown; compare them within this table only.",
         "",
     ])
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "elastic_schedules.json").write_text(json.dumps(
-        dict(environment=env, settings=settings, toy_model_kwargs=TOY, summary_headers=headers, summary=summary,
-             results=results), indent=2) + "\n")
-    (args.out_dir / "elastic_schedules.md").write_text(md)
-    print(f"wrote {args.out_dir / 'elastic_schedules.json'} and {args.out_dir / 'elastic_schedules.md'}")
+    paths = write_report(args.out_dir, "elastic_schedules", dict(
+        environment=env, settings=settings, toy_model_kwargs=TOY, summary_headers=headers, summary=summary,
+        results=results), md)
+    print(f"wrote {paths[0]} and {paths[1]}")
     return 0
 
 

@@ -34,8 +34,6 @@ import argparse
 import copy
 import datetime
 import importlib.metadata
-import json
-import multiprocessing
 import os
 import statistics
 import sys
@@ -45,8 +43,9 @@ from typing import Any, Callable
 import torch
 
 import flexbone
-from flexbone.bench.report import format_markdown, format_table
-from flexbone.bench.throughput import BenchSettings, environment, make_input, measure, prepare
+from flexbone.bench.report import format_markdown, format_table, write_report
+from flexbone.bench.throughput import (BenchSettings, environment, make_input, measure, prepare,
+                                       run_in_fresh_process)
 from flexbone.elastic import SubnetConfig
 
 HERE = Path(__file__).resolve().parent
@@ -110,13 +109,6 @@ def measure_case(name: str, end: str, mode: str, args: argparse.Namespace, proce
     return rows
 
 
-def measure_case_in_fresh_process(name: str, end: str, mode: str, args: argparse.Namespace,
-                                  process: int) -> list[dict[str, Any]]:
-    """:func:`measure_case` in a new interpreter (spawned), so that no process's memory layout is reused."""
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(measure_case, (name, end, mode, args, process))
-
-
 def overheads(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Supernet p50 latency / static p50 latency per (supernet, end, mode, impl): each process's, and their median."""
     def case(r: dict[str, Any]) -> tuple:
@@ -165,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             for mode in args.modes:
                 print(f"== {name} {end} {mode}: batch {args.batch_size}, {args.img_size} px", flush=True)
                 for process in range(args.processes):
-                    case = measure_case_in_fresh_process(name, end, mode, args, process)
+                    case = run_in_fresh_process(measure_case, name, end, mode, args, process)
                     print(format_table(["model", "p50 ms", "p90 ms"],
                                        [[f"{r['impl']} {r['kind']}", r["latency_p50_ms"], r["latency_p90_ms"]]
                                         for r in case]))
@@ -215,16 +207,13 @@ def main(argv: list[str] | None = None) -> int:
         "only the side-by-side ratios are claims.",
         "",
     ])
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "supernet_overhead.json").write_text(json.dumps(
-        dict(environment=env, overheads=ratio_rows, results=rows), indent=2) + "\n")
-    (args.out_dir / "supernet_overhead.md").write_text(md)
+    paths = write_report(args.out_dir, "supernet_overhead", dict(environment=env, overheads=ratio_rows, results=rows), md)
     print()
     print(md)
     missed = [f"{r['supernet']} {r['end']} {r['mode']} ({r['overhead']:.3f} > {TARGET})"
               for r in ratio_rows if r["met"] is False]
     print("all targets met" if not missed else f"targets missed: {'; '.join(missed)}")
-    print(f"wrote {args.out_dir / 'supernet_overhead.json'} and {args.out_dir / 'supernet_overhead.md'}")
+    print(f"wrote {paths[0]} and {paths[1]}")
     return 0
 
 

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
-import multiprocessing
 import os
 import statistics
 import sys
@@ -37,8 +35,8 @@ import torch
 import torch.nn.functional as F
 
 import flexbone
-from flexbone.bench.report import format_markdown
-from flexbone.bench.throughput import environment, round_order
+from flexbone.bench.report import format_markdown, write_report
+from flexbone.bench.throughput import environment, round_order, run_in_fresh_process
 
 HERE = Path(__file__).resolve().parent
 SUPERNETS = ("ofa_mbv3_d234_e346_k357_w1.0", "ofa_resnet50")
@@ -77,11 +75,6 @@ def measure_case(name: str, end: str, args: argparse.Namespace, process: int) ->
                 median_ms={k: {p: statistics.median(v) for p, v in parts.items()} for k, parts in times.items()})
 
 
-def _in_fresh_process(name: str, end: str, args: argparse.Namespace, process: int) -> dict[str, Any]:
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(measure_case, (name, end, args, process))
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -103,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         for end in args.ends:
             for process in range(args.processes):
                 print(f"== {name} {end} [{process + 1}/{args.processes}]", flush=True)
-                cases.append(_in_fresh_process(name, end, args, process))
+                cases.append(run_in_fresh_process(measure_case, name, end, args, process))
     load_after = os.getloadavg()
 
     rows, summary = [], []
@@ -154,12 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         "network owns only its slices.",
         "",
     ])
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "supernet_train_breakdown.json").write_text(json.dumps(
-        dict(environment=env, summary=summary, processes=cases), indent=2) + "\n")
-    (args.out_dir / "supernet_train_breakdown.md").write_text(md)
+    paths = write_report(args.out_dir, "supernet_train_breakdown", dict(environment=env, summary=summary,
+                                                                        processes=cases), md)
     print()
     print(md)
+    print(f"wrote {paths[0]} and {paths[1]}")
     return 0
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import statistics
 import sys
@@ -39,7 +38,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from flexbone.bench.report import format_markdown, format_table
+from flexbone.bench.report import format_markdown, format_table, write_report
 from flexbone.bench.throughput import environment
 from flexbone.config import OptimConfig, ScheduleConfig, load_recipe
 from flexbone.models import create_model
@@ -252,13 +251,11 @@ def main(argv: list[str] | None = None) -> int:
                                      f"{loader['ratio']:.1f}", ">= 3", "yes" if loader["met"] else "NO"]]), ""]
         md += ["Ratios are flexbone / timm (> 1: flexbone faster). Only side-by-side ratios are claims; absolute "
                "CPU numbers depend on the machine and its load.", ""]
-        stem = f"train_{name}"
-        (args.out_dir / f"{stem}.json").write_text(json.dumps(
-            dict(environment=env, settings=dict(threads=args.threads, dtype="fp32 params", steps=args.steps,
-                                                rounds=args.rounds, warmup=args.warmup),
-                 results=results, loader_vs_step=loader), indent=2) + "\n")
-        (args.out_dir / f"{stem}.md").write_text("\n".join(md))
-        print(f"wrote {args.out_dir / (stem + '.json')} and {stem}.md")
+        paths = write_report(args.out_dir, f"train_{name}", dict(
+            environment=env, settings=dict(threads=args.threads, dtype="fp32 params", steps=args.steps,
+                                           rounds=args.rounds, warmup=args.warmup),
+            results=results, loader_vs_step=loader), "\n".join(md))
+        print(f"wrote {paths[0]} and {paths[1]}")
     return 0
 
 

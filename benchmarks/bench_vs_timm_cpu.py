@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import sys
 from pathlib import Path
 
-from flexbone.bench.report import format_markdown, format_table
+from flexbone.bench.report import format_markdown, format_table, write_report
 from flexbone.bench.complexity import model_complexity
 from flexbone.bench.throughput import BenchSettings, benchmark, environment, ratios
 
@@ -144,16 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *extra_md,
     ])
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.out_dir / f"{args.suite}_cpu"
-    stem.with_suffix(".json").write_text(json.dumps(
-        dict(environment=env, ratios=ratio_rows, results=all_results), indent=2) + "\n")
-    stem.with_suffix(".md").write_text(md)
+    paths = write_report(args.out_dir, f"{args.suite}_cpu",
+                         dict(environment=env, ratios=ratio_rows, results=all_results), md)
     print()
     print(md)
     missed = [f"{r['model']} {r['setting']} ({r['ratio']:.3f} < {r['target']})" for r in ratio_rows if not r["met"]]
     print("all targets met" if not missed else f"targets missed: {'; '.join(missed)}")
-    print(f"wrote {stem}.json and {stem}.md")
+    print(f"wrote {paths[0]} and {paths[1]}")
     return 0
 
 

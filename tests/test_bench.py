@@ -9,7 +9,7 @@ import torchvision
 
 import flexbone
 from flexbone.bench import BenchSettings, count_macs, count_params, measure, model_complexity, prepare
-from flexbone.bench.report import write_results
+from flexbone.bench.report import write_report, write_results
 from flexbone.bench.throughput import Runner, make_input, round_order
 from flexbone.errors import ConfigError
 from flexbone.models import model_family
@@ -155,3 +155,9 @@ def test_write_results_json_and_csv(tmp_path):
     assert lines[1] == "a,1.5,,flexbone bench a b"
     with pytest.raises(ConfigError, match=".json or .csv"):
         write_results(tmp_path / "r.txt", rows)
+
+
+def test_write_report_writes_json_and_markdown(tmp_path):
+    json_path, md_path = write_report(tmp_path / "new", "suite_cpu", {"ratios": [1.5]}, "# table\n")
+    assert json.loads(json_path.read_text()) == {"ratios": [1.5]}
+    assert md_path.read_text() == "# table\n" and md_path.name == "suite_cpu.md"

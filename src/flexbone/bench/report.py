@@ -44,6 +44,18 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
+def write_report(out_dir: str | os.PathLike, stem: str, data: dict[str, Any], markdown: str) -> tuple[Path, Path]:
+    """A benchmark's results: ``<stem>.json`` (every number, environment, command) and ``<stem>.md`` (its
+    table) in ``out_dir``, each written atomically. Returns both paths."""
+    from ..checkpoint import atomic_write
+
+    out_dir = Path(out_dir)
+    json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    for path, text in ((json_path, json.dumps(data, indent=2) + "\n"), (md_path, markdown)):
+        atomic_write(path, lambda tmp, text=text: Path(tmp).write_text(text))
+    return json_path, md_path
+
+
 def check_results_path(path: str | os.PathLike) -> Path:
     """Fail early (before a long measurement) on an output file type we cannot write."""
     path = Path(path)

@@ -323,6 +323,16 @@ def round_order(items: Sequence[Any], i: int) -> list[Any]:
     return order if i % 2 == 0 else order[::-1]
 
 
+def run_in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a new (spawned) interpreter, its result sent back: no process's memory layout, allocator
+    state or warmed-up caches carry over from one measurement to the next. ``fn`` must be importable (module
+    level) and its arguments and result picklable."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
 def measure(runners: Sequence[Runner], settings: BenchSettings,
             progress: Callable[[str], None] | None = None) -> list[BenchResult]:
     """Warm up, measure memory, then time ``settings.repeats`` interleaved rounds of all ``runners``."""
