@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from flexbone.bench.report import format_markdown, format_table, write_report
+from flexbone.bench.report import format_markdown, format_table, report_header, write_report
 from flexbone.bench.throughput import environment
 from flexbone.cli.subnets import _calibration_loader, evaluate_subnets, sample_subnets
 from flexbone.config import load_recipe
@@ -184,14 +184,8 @@ def main(argv: list[str] | None = None) -> int:
                command=" ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]))
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     md = "\n".join([
-        "# Elastic training schedules on digits: DεpS vs progressive shrinking vs sandwich",
-        "",
-        f"Command: `{env['command']}`  ",
-        f"Started: {env['started_utc']}",
-        "",
-        f"Environment: {env['cpu']} ({env['cpu_count']} logical cores), {env['platform']}, Python "
-        f"{env['python_version']}, torch {env['torch_version']}, flexbone {env['flexbone_version']}; "
-        f"{args.threads} torch threads; load average (1/5/15 min) {_load(load_before)} before, {_load(load_after)} after.",
+        *report_header("Elastic training schedules on digits: DεpS vs progressive shrinking vs sandwich", env,
+                       args.threads, load_before, load_after),
         "",
         f"Data: scikit-learn digits (1,797 real 8x8 scans), fixed stratified 80/20 split (seed 0), at 16 px. Model: "
         f"OFA-MobileNetV3 space (kernel 3/5/7, expand 3/4/6, depth 2/3/4) at toy widths {json.dumps(TOY)}. "
@@ -218,10 +212,6 @@ def main(argv: list[str] | None = None) -> int:
         results=results), md)
     print(f"wrote {paths[0]} and {paths[1]}")
     return 0
-
-
-def _load(load: tuple[float, float, float]) -> str:
-    return "/".join(f"{v:.2f}" for v in load)
 
 
 if __name__ == "__main__":

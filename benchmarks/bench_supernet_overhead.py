@@ -43,7 +43,7 @@ from typing import Any, Callable
 import torch
 
 import flexbone
-from flexbone.bench.report import format_markdown, format_table, write_report
+from flexbone.bench.report import format_markdown, format_table, report_header, write_report
 from flexbone.bench.throughput import (BenchSettings, environment, make_input, measure, prepare,
                                        run_in_fresh_process)
 from flexbone.elastic import SubnetConfig
@@ -183,21 +183,15 @@ def main(argv: list[str] | None = None) -> int:
     headers = ["supernet", "sub-network", "mode", "impl", "supernet p50 ms", "static p50 ms", "overhead",
                "per process", "target", "met"]
     md = "\n".join([
-        "# Supernet overhead on the CPU: supernet vs its extracted static sub-network",
-        "",
-        f"Command: `{env['command']}`  ",
-        f"Started: {env['started_utc']}",
-        "",
-        f"Environment: {env['cpu']} ({env['cpu_count']} logical cores), {env['platform']}, "
-        f"Python {env['python_version']}, torch {env['torch_version']}, ofa {env['ofa_version']}, "
-        f"flexbone {env['flexbone_version']}; {args.threads} torch threads; "
-        f"load average (1/5/15 min) {_load(load_before)} before, {_load(load_after)} after.",
+        *report_header("Supernet overhead on the CPU: supernet vs its extracted static sub-network", env,
+                       args.threads, load_before, load_after, packages=("ofa",)),
         "",
         f"Settings: fp32, NCHW, batch {args.batch_size} at {args.img_size} px, warm-up {args.warmup} steps, "
         f"{args.repeats} interleaved rounds (one batch per model per round, the order changing every round) in each of "
         f"{args.processes} fresh processes per case; the four models of a row pair (flexbone and ofa, supernet and "
         "static) share one input and the same weights. Infer = forward under no_grad (eval); train = forward + "
-        "cross-entropy + backward + SGD (momentum 0.9) step (train mode).",
+        "cross-entropy + backward + the SGD step `flexbone train` takes by default (momentum 0.9, weight decay 1e-4 "
+        "except norms and biases, torch's fused kernel) (train mode).",
         "",
         format_markdown(headers, table),
         "",
@@ -207,18 +201,12 @@ def main(argv: list[str] | None = None) -> int:
         "only the side-by-side ratios are claims.",
         "",
     ])
-    paths = write_report(args.out_dir, "supernet_overhead", dict(environment=env, overheads=ratio_rows, results=rows), md)
-    print()
-    print(md)
+    write_report(args.out_dir, "supernet_overhead", dict(environment=env, overheads=ratio_rows, results=rows), md,
+                 echo=True)
     missed = [f"{r['supernet']} {r['end']} {r['mode']} ({r['overhead']:.3f} > {TARGET})"
               for r in ratio_rows if r["met"] is False]
     print("all targets met" if not missed else f"targets missed: {'; '.join(missed)}")
-    print(f"wrote {paths[0]} and {paths[1]}")
     return 0
-
-
-def _load(load: tuple[float, float, float]) -> str:
-    return "/".join(f"{v:.2f}" for v in load)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import os
 import sys
 from pathlib import Path
 
-from flexbone.bench.report import format_markdown, format_table, write_report
+from flexbone.bench.report import format_markdown, format_table, report_header, write_report
 from flexbone.bench.complexity import model_complexity
 from flexbone.bench.throughput import BenchSettings, benchmark, environment, ratios
 
@@ -121,15 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     headers = ["model", "setting", "px", "flexbone img/s", "timm img/s", "flexbone p50/p90 ms",
                "timm p50/p90 ms", "ratio", "target", "met"]
     md = "\n".join([
-        f"# {title}",
-        "",
-        f"Command: `{env['command']}`  ",
-        f"Started: {env['started_utc']}",
-        "",
-        f"Environment: {env['cpu']} ({env['cpu_count']} logical cores), {env['platform']}, "
-        f"Python {env['python_version']}, torch {env['torch_version']}, timm {env.get('timm_version', '?')}, "
-        f"flexbone {env['flexbone_version']}; {env['threads']} torch threads; "
-        f"load average (1/5/15 min) {_load(load_before)} before, {_load(load_after)} after.",
+        *report_header(title, env, env["threads"], load_before, load_after, packages=("timm",)),
         "",
         f"Settings: fp32, batch {args.batch_size}, warm-up {args.warmup} steps, {args.repeats} interleaved "
         "rounds (one batch per model per round, the order changing every round), same input and same weights for both "
@@ -143,13 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *extra_md,
     ])
-    paths = write_report(args.out_dir, f"{args.suite}_cpu",
-                         dict(environment=env, ratios=ratio_rows, results=all_results), md)
-    print()
-    print(md)
+    write_report(args.out_dir, f"{args.suite}_cpu", dict(environment=env, ratios=ratio_rows, results=all_results), md,
+                 echo=True)
     missed = [f"{r['model']} {r['setting']} ({r['ratio']:.3f} < {r['target']})" for r in ratio_rows if not r["met"]]
     print("all targets met" if not missed else f"targets missed: {'; '.join(missed)}")
-    print(f"wrote {paths[0]} and {paths[1]}")
     return 0
 
 
@@ -169,10 +158,6 @@ def _cross_format(results: list[dict]) -> list[str]:
         return []
     return ["### flexbone channels_last vs timm NCHW (same run)", "",
             format_markdown(["model", "flexbone channels_last img/s", "timm NCHW img/s", "ratio"], rows), ""]
-
-
-def _load(load: tuple[float, float, float]) -> str:
-    return "/".join(f"{v:.2f}" for v in load)
 
 
 if __name__ == "__main__":

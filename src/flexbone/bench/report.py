@@ -44,15 +44,41 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def write_report(out_dir: str | os.PathLike, stem: str, data: dict[str, Any], markdown: str) -> tuple[Path, Path]:
+def report_header(title: str, env: dict[str, Any], threads: int, load_before: Sequence[float],
+                  load_after: Sequence[float], packages: Sequence[str] = ()) -> list[str]:
+    """The first lines of a benchmark's markdown report: title, command, start time and environment.
+
+    ``env`` is :func:`flexbone.bench.throughput.environment` plus ``command`` and ``started_utc``;
+    ``packages`` names further ``<name>_version`` entries of ``env`` to list (e.g. ``("timm",)``)."""
+    def load(values: Sequence[float]) -> str:
+        return "/".join(f"{v:.2f}" for v in values)
+
+    versions = "".join(f", {name} {env.get(f'{name}_version', '?')}" for name in packages)
+    return [
+        f"# {title}",
+        "",
+        f"Command: `{env['command']}`  ",
+        f"Started: {env['started_utc']}",
+        "",
+        f"Environment: {env['cpu']} ({env['cpu_count']} logical cores), {env['platform']}, "
+        f"Python {env['python_version']}, torch {env['torch_version']}{versions}, flexbone {env['flexbone_version']}; "
+        f"{threads} torch threads; load average (1/5/15 min) {load(load_before)} before, {load(load_after)} after.",
+    ]
+
+
+def write_report(out_dir: str | os.PathLike, stem: str, data: dict[str, Any], markdown: str,
+                 echo: bool = False) -> tuple[Path, Path]:
     """A benchmark's results: ``<stem>.json`` (every number, environment, command) and ``<stem>.md`` (its
-    table) in ``out_dir``, each written atomically. Returns both paths."""
+    table) in ``out_dir``, each written atomically. Returns both paths; ``echo`` also prints the markdown and
+    where it went."""
     from ..checkpoint import atomic_write
 
     out_dir = Path(out_dir)
     json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
     for path, text in ((json_path, json.dumps(data, indent=2) + "\n"), (md_path, markdown)):
         atomic_write(path, lambda tmp, text=text: Path(tmp).write_text(text))
+    if echo:
+        print(f"\n{markdown}\nwrote {json_path} and {md_path}")
     return json_path, md_path
 
 

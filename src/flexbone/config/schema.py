@@ -93,6 +93,7 @@ class OptimConfig:
     clip_grad: float | None = None  # clip the global gradient L2 norm to this value; None = off
     lamb_max_grad_norm: float | None = 1.0  # lamb only: LAMB's own global grad-norm clipping (timm default 1.0); None = off
     no_weight_decay_on_norm_and_bias: bool = True  # 1-D params (norm scales/shifts, biases) get weight_decay 0
+    fused: bool | None = None  # sgd/adamw: torch's fused (one kernel per tensor) step; None = wherever torch has one
 
 
 @dataclass
