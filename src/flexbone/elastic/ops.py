@@ -68,9 +68,15 @@ class _LeadingBlock(torch.autograd.Function):
 
 
 def leading_block(tensor: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
-    """``tensor[:sizes[0], :sizes[1], ...].contiguous()`` with a one-copy backward (see :class:`_LeadingBlock`)."""
+    """``tensor[:sizes[0], :sizes[1], ...]`` with a one-copy backward.
+
+    Cutting only the first dimension (a conv's output channels) leaves a view, laid out as ``tensor``: no
+    copy. Other cuts copy the block into a contiguous tensor (see :class:`_LeadingBlock`)."""
+    sizes = tuple(sizes)
+    if sizes[1:] == tuple(tensor.shape[1:len(sizes)]) and len(sizes) <= tensor.dim():
+        return tensor[:sizes[0]]  # leading rows: laid out as the whole tensor is
     if torch.is_grad_enabled() and tensor.requires_grad:
-        return _LeadingBlock.apply(tensor, tuple(sizes))
+        return _LeadingBlock.apply(tensor, sizes)
     return tensor[tuple(slice(0, n) for n in sizes)].contiguous()
 
 
