@@ -386,6 +386,8 @@ def validate_recipe(recipe: Recipe, source: str = "recipe") -> None:
     lamb_norm = getattr(o, "lamb_max_grad_norm", None)
     check(lamb_norm is None or lamb_norm > 0, "optim.lamb_max_grad_norm must be positive (or null = off)")
     check(not o.nesterov or o.name == "sgd", "optim.nesterov applies to sgd only")
+    check(not getattr(o, "fused", None) or o.name in ("sgd", "adamw"),
+          "optim.fused applies to sgd and adamw (torch's fused steps); lamb has none")
     check(s.epochs >= 1, "schedule.epochs must be >= 1")
     check(0 <= s.warmup_epochs <= s.epochs, "schedule.warmup_epochs must be in [0, schedule.epochs]")
     check(s.warmup_lr >= 0 and s.min_lr >= 0, "schedule.warmup_lr and schedule.min_lr must be >= 0")
