@@ -13,9 +13,11 @@ It also counts the parameters the optimiser updates. A weight-shared supernet ke
 a sub-network uses a leading slice of a weight, but its gradient (zero outside the slice) and the momentum
 update cover the whole tensor. That is the definition of weight-shared training (the momentum of every
 shared weight keeps running), so the reference implementation pays it too; this script shows how much of
-the overhead it is.
+the overhead it is. With several ``--batch-size`` values it also shows how much of the overhead is a fixed
+cost per step (weights, gradients, optimiser, per-layer work) that a larger batch spreads over more images.
 
     .venv/bin/python benchmarks/bench_supernet_train_breakdown.py                    # a few minutes
+    .venv/bin/python benchmarks/bench_supernet_train_breakdown.py --ends min --batch-size 16 64
     .venv/bin/python benchmarks/bench_supernet_train_breakdown.py --batch-size 2 --img-size 64 --repeats 2 \\
         --warmup 1 --processes 1 --out-dir /tmp/bench_check                          # a quick check that it works
 
@@ -46,7 +48,7 @@ SUPERNETS = ("ofa_mbv3_d234_e346_k357_w1.0", "ofa_resnet50")
 PARTS = ("forward", "backward", "optimizer")
 
 
-def measure_case(name: str, end: str, args: argparse.Namespace, process: int) -> dict[str, Any]:
+def measure_case(name: str, end: str, batch_size: int, args: argparse.Namespace, process: int) -> dict[str, Any]:
     """Median time of each part for the supernet and its extracted net (one process)."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -55,8 +57,8 @@ def measure_case(name: str, end: str, args: argparse.Namespace, process: int) ->
     models = {"supernet": supernet.train(), "static": supernet.extract().train()}
     optimizers = {k: create_optimizer(m, OptimConfig(name="sgd", lr=1e-3, momentum=0.9)) for k, m in models.items()}
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, generator=g)
-    y = torch.randint(0, 1000, (args.batch_size,), generator=g)
+    x = torch.randn(batch_size, 3, args.img_size, args.img_size, generator=g)
+    y = torch.randint(0, 1000, (batch_size,), generator=g)
     times: dict[str, dict[str, list[float]]] = {k: {p: [] for p in PARTS} for k in models}
     order = list(models)[process % 2:] + list(models)[:process % 2]
     for i in range(args.warmup + args.repeats):
@@ -74,7 +76,7 @@ def measure_case(name: str, end: str, args: argparse.Namespace, process: int) ->
                 for part, dt in zip(PARTS, (t1 - t0, t2 - t1, t3 - t2)):
                     times[kind][part].append(dt * 1e3)
     updated = {k: sum(p.numel() for p in m.parameters() if p.grad is not None) for k, m in models.items()}
-    return dict(supernet=name, end=end, process=process, updated_params=updated,
+    return dict(supernet=name, end=end, batch_size=batch_size, process=process, updated_params=updated,
                 median_ms={k: {p: statistics.median(v) for p, v in parts.items()} for k, parts in times.items()})
 
 
@@ -84,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--supernets", nargs="+", default=list(SUPERNETS), choices=SUPERNETS)
     p.add_argument("--ends", nargs="+", default=["min", "max"], choices=["min", "max"])
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
+    p.add_argument("--batch-size", type=int, nargs="+", default=[16],
+                   help="images per batch; several sizes show which part of the overhead is per step (default 16)")
     p.add_argument("--img-size", type=int, default=160, help="input size, px (default 160)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per model (default 3)")
     p.add_argument("--repeats", type=int, default=10, help="timed interleaved rounds per process (default 10)")
@@ -95,43 +98,45 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     started = datetime.datetime.now(datetime.timezone.utc)
     cases = []
-    for name in args.supernets:
-        for end in args.ends:
-            for process in range(args.processes):
-                print(f"== {name} {end} [{process + 1}/{args.processes}]", flush=True)
-                cases.append(run_in_fresh_process(measure_case, name, end, args, process))
+    keys = [(name, end, batch) for name in args.supernets for end in args.ends for batch in args.batch_size]
+    for name, end, batch in keys:
+        for process in range(args.processes):
+            print(f"== {name} {end} batch {batch} [{process + 1}/{args.processes}]", flush=True)
+            cases.append(run_in_fresh_process(measure_case, name, end, batch, args, process))
     load_after = os.getloadavg()
 
     rows, summary = [], []
-    for name in args.supernets:
-        for end in args.ends:
-            runs = [c for c in cases if (c["supernet"], c["end"]) == (name, end)]
-            med = {k: {part: statistics.median(r["median_ms"][k][part] for r in runs) for part in PARTS}
-                   for k in ("supernet", "static")}
-            total = {k: sum(med[k].values()) for k in med}
-            no_step = {k: med[k]["forward"] + med[k]["backward"] for k in med}
-            updated = runs[0]["updated_params"]
-            entry = dict(supernet=name, end=end, median_ms=med, overhead_step=total["supernet"] / total["static"],
-                         overhead_forward_backward=no_step["supernet"] / no_step["static"],
-                         updated_params=updated)
-            summary.append(entry)
-            rows.append([name, end] + [f"{med['supernet'][part]:.1f} / {med['static'][part]:.1f}" for part in PARTS]
-                        + [f"{entry['overhead_forward_backward']:.3f}", f"{entry['overhead_step']:.3f}",
-                           f"{updated['supernet'] / 1e6:.1f}M / {updated['static'] / 1e6:.1f}M"])
-            print(f"{name} {end}: forward+backward {entry['overhead_forward_backward']:.3f}, "
-                  f"whole step {entry['overhead_step']:.3f}", flush=True)
+    for name, end, batch in keys:
+        runs = [c for c in cases if (c["supernet"], c["end"], c["batch_size"]) == (name, end, batch)]
+        med = {k: {part: statistics.median(r["median_ms"][k][part] for r in runs) for part in PARTS}
+               for k in ("supernet", "static")}
+        total = {k: sum(med[k].values()) for k in med}
+        no_step = {k: med[k]["forward"] + med[k]["backward"] for k in med}
+        updated = runs[0]["updated_params"]
+        entry = dict(supernet=name, end=end, batch_size=batch, median_ms=med,
+                     overhead_step=total["supernet"] / total["static"],
+                     overhead_forward_backward=no_step["supernet"] / no_step["static"],
+                     extra_ms_step=total["supernet"] - total["static"], updated_params=updated)
+        summary.append(entry)
+        rows.append([name, end, batch] + [f"{med['supernet'][part]:.1f} / {med['static'][part]:.1f}" for part in PARTS]
+                    + [f"{entry['overhead_forward_backward']:.3f}", f"{entry['overhead_step']:.3f}",
+                       f"{entry['extra_ms_step']:.1f}",
+                       f"{updated['supernet'] / 1e6:.1f}M / {updated['static'] / 1e6:.1f}M"])
+        print(f"{name} {end} batch {batch}: forward+backward {entry['overhead_forward_backward']:.3f}, "
+              f"whole step {entry['overhead_step']:.3f} (+{entry['extra_ms_step']:.1f} ms)", flush=True)
 
     env = environment("cpu")
     env.update(load_avg_before=load_before, load_avg_after=load_after,
                started_utc=started.isoformat(timespec="seconds"),
                command=" ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]))
-    headers = ["supernet", "sub-network", "forward ms (supernet / static)", "backward ms", "optimizer step ms",
-               "overhead fwd+bwd", "overhead whole step", "params updated (supernet / static)"]
+    headers = ["supernet", "sub-network", "batch", "forward ms (supernet / static)", "backward ms",
+               "optimizer step ms", "overhead fwd+bwd", "overhead whole step", "extra ms per step",
+               "params updated (supernet / static)"]
     md = "\n".join([
         *report_header("Supernet training step, part by part: supernet vs its extracted static sub-network", env,
                        args.threads, load_before, load_after),
         "",
-        f"Settings: fp32, NCHW, batch {args.batch_size} at {args.img_size} px, train mode, `flexbone train`'s default SGD step (momentum 0.9, "
+        f"Settings: fp32, NCHW, batch {' / '.join(map(str, args.batch_size))} at {args.img_size} px, train mode, `flexbone train`'s default SGD step (momentum 0.9, "
         "weight decay 1e-4, fused), "
         f"warm-up {args.warmup} steps, {args.repeats} interleaved rounds in each of {args.processes} fresh processes; "
         "times are medians over the rounds, then over the processes.",
@@ -141,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         "The optimiser updates every parameter that received a gradient. In the supernet that is the full-size "
         "tensor of every weight the active sub-network slices (zero gradient outside the slice, but momentum and "
         "the update still cover it): weight-shared training, as the once-for-all reference does it. The extracted "
-        "network owns only its slices.",
+        "network owns only its slices. 'extra ms per step' = supernet step - static step (all three parts).",
         "",
     ])
     write_report(args.out_dir, "supernet_train_breakdown", dict(environment=env, summary=summary, processes=cases), md,
