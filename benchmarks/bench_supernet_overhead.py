@@ -46,6 +46,7 @@ import flexbone
 from flexbone.bench.report import format_markdown, format_table, report_header, write_report
 from flexbone.bench.throughput import (BenchSettings, environment, make_input, measure, prepare,
                                        run_in_fresh_process)
+from flexbone.cpu_memory import POLICIES, apply_policy
 from flexbone.elastic import SubnetConfig
 
 HERE = Path(__file__).resolve().parent
@@ -82,6 +83,7 @@ def measure_case(name: str, end: str, mode: str, args: argparse.Namespace, proce
     def progress(msg: str) -> None:
         print(f"  [{process + 1}/{args.processes}] {msg}", flush=True)
 
+    policy = apply_policy(args.cpu_memory)  # before any tensor is allocated
     torch.manual_seed(0)
     settings = BenchSettings(mode=mode, batch_size=args.batch_size, img_size=args.img_size, device="cpu",
                              dtype="fp32", warmup=args.warmup, repeats=args.repeats, threads=args.threads).validate()
@@ -105,8 +107,13 @@ def measure_case(name: str, end: str, mode: str, args: argparse.Namespace, proce
     rows = []
     for (impl, kind, _), r in zip(models, results):
         rows.append({**r.to_dict(with_latencies=True), "supernet": name, "end": end, "kind": kind,
-                     "config": cfg.to_dict(), "process": process})
+                     "config": cfg.to_dict(), "process": process, "cpu_memory": policy})
     return rows
+
+
+def policies_in_force(rows: list[dict[str, Any]]) -> str:
+    """The CPU memory policies the measuring processes ran under (one, unless a platform lacked glibc)."""
+    return " / ".join(sorted({r["cpu_memory"] for r in rows}))
 
 
 def overheads(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -146,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=12, help="timed interleaved rounds per process (default 12)")
     p.add_argument("--processes", type=int, default=3, help="fresh processes per case (default 3)")
     p.add_argument("--no-reference", action="store_true", help="skip the ofa package's models")
+    p.add_argument("--cpu-memory", default="keep", choices=POLICIES,
+                   help="CPU memory policy of the measuring processes: keep (the flexbone command's, default) or "
+                        "glibc (the C library's default)")
     p.add_argument("--out-dir", type=Path, default=HERE / "results", help="where to write the results")
     args = p.parse_args(argv)
 
@@ -166,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio_rows = overheads(rows)
 
     env = environment("cpu")
+    env.pop("cpu_memory")  # the parent's; the measuring processes record theirs
     try:
         env["ofa_version"] = importlib.metadata.version("ofa")
     except importlib.metadata.PackageNotFoundError:  # the reference is optional
@@ -191,7 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.processes} fresh processes per case; the four models of a row pair (flexbone and ofa, supernet and "
         "static) share one input and the same weights. Infer = forward under no_grad (eval); train = forward + "
         "cross-entropy + backward + the SGD step `flexbone train` takes by default (momentum 0.9, weight decay 1e-4 "
-        "except norms and biases, torch's fused kernel) (train mode).",
+        "except norms and biases, torch's fused kernel) (train mode). "
+        f"CPU memory policy of the measuring processes: {policies_in_force(rows)} (keep = freed memory stays in the "
+        "process, what the `flexbone` command sets up, `flexbone.cpu_memory`; glibc = the C library's default, "
+        "which hands large freed blocks back to the kernel so that each step faults its tensors in again).",
         "",
         format_markdown(headers, table),
         "",

@@ -41,6 +41,7 @@ import flexbone
 from flexbone.bench.report import format_markdown, report_header, write_report
 from flexbone.bench.throughput import environment, round_order, run_in_fresh_process
 from flexbone.config import OptimConfig
+from flexbone.cpu_memory import POLICIES, apply_policy
 from flexbone.train.optim import create_optimizer
 
 HERE = Path(__file__).resolve().parent
@@ -48,8 +49,10 @@ SUPERNETS = ("ofa_mbv3_d234_e346_k357_w1.0", "ofa_resnet50")
 PARTS = ("forward", "backward", "optimizer")
 
 
-def measure_case(name: str, end: str, batch_size: int, args: argparse.Namespace, process: int) -> dict[str, Any]:
+def measure_case(name: str, end: str, batch_size: int, policy: str, args: argparse.Namespace,
+                 process: int) -> dict[str, Any]:
     """Median time of each part for the supernet and its extracted net (one process)."""
+    policy = apply_policy(policy)  # before any tensor is allocated
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     supernet = flexbone.create_model(name)
@@ -76,7 +79,8 @@ def measure_case(name: str, end: str, batch_size: int, args: argparse.Namespace,
                 for part, dt in zip(PARTS, (t1 - t0, t2 - t1, t3 - t2)):
                     times[kind][part].append(dt * 1e3)
     updated = {k: sum(p.numel() for p in m.parameters() if p.grad is not None) for k, m in models.items()}
-    return dict(supernet=name, end=end, batch_size=batch_size, process=process, updated_params=updated,
+    return dict(supernet=name, end=end, batch_size=batch_size, cpu_memory=policy, process=process,
+                updated_params=updated,
                 median_ms={k: {p: statistics.median(v) for p, v in parts.items()} for k, parts in times.items()})
 
 
@@ -89,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, nargs="+", default=[16],
                    help="images per batch; several sizes show which part of the overhead is per step (default 16)")
     p.add_argument("--img-size", type=int, default=160, help="input size, px (default 160)")
+    p.add_argument("--cpu-memory", nargs="+", default=["keep"], choices=POLICIES,
+                   help="CPU memory policy of the measuring processes: keep (the flexbone command's) or glibc "
+                        "(the C library's default); several to compare (default keep)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per model (default 3)")
     p.add_argument("--repeats", type=int, default=10, help="timed interleaved rounds per process (default 10)")
     p.add_argument("--processes", type=int, default=3, help="fresh processes per case (default 3)")
@@ -98,38 +105,40 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     started = datetime.datetime.now(datetime.timezone.utc)
     cases = []
-    keys = [(name, end, batch) for name in args.supernets for end in args.ends for batch in args.batch_size]
-    for name, end, batch in keys:
+    keys = [(name, end, batch, policy) for name in args.supernets for end in args.ends for batch in args.batch_size
+            for policy in args.cpu_memory]
+    for name, end, batch, policy in keys:
         for process in range(args.processes):
-            print(f"== {name} {end} batch {batch} [{process + 1}/{args.processes}]", flush=True)
-            cases.append(run_in_fresh_process(measure_case, name, end, batch, args, process))
+            print(f"== {name} {end} batch {batch}, CPU memory {policy} [{process + 1}/{args.processes}]", flush=True)
+            cases.append(run_in_fresh_process(measure_case, name, end, batch, policy, args, process))
     load_after = os.getloadavg()
 
     rows, summary = [], []
-    for name, end, batch in keys:
-        runs = [c for c in cases if (c["supernet"], c["end"], c["batch_size"]) == (name, end, batch)]
+    for name, end, batch, policy in keys:
+        runs = [c for c in cases if (c["supernet"], c["end"], c["batch_size"], c["cpu_memory"]) == (name, end, batch, policy)]
         med = {k: {part: statistics.median(r["median_ms"][k][part] for r in runs) for part in PARTS}
                for k in ("supernet", "static")}
         total = {k: sum(med[k].values()) for k in med}
         no_step = {k: med[k]["forward"] + med[k]["backward"] for k in med}
         updated = runs[0]["updated_params"]
-        entry = dict(supernet=name, end=end, batch_size=batch, median_ms=med,
+        entry = dict(supernet=name, end=end, batch_size=batch, cpu_memory=runs[0]["cpu_memory"], median_ms=med,
                      overhead_step=total["supernet"] / total["static"],
                      overhead_forward_backward=no_step["supernet"] / no_step["static"],
                      extra_ms_step=total["supernet"] - total["static"], updated_params=updated)
         summary.append(entry)
-        rows.append([name, end, batch] + [f"{med['supernet'][part]:.1f} / {med['static'][part]:.1f}" for part in PARTS]
+        rows.append([name, end, batch, entry["cpu_memory"]] + [f"{med['supernet'][part]:.1f} / {med['static'][part]:.1f}" for part in PARTS]
                     + [f"{entry['overhead_forward_backward']:.3f}", f"{entry['overhead_step']:.3f}",
                        f"{entry['extra_ms_step']:.1f}",
                        f"{updated['supernet'] / 1e6:.1f}M / {updated['static'] / 1e6:.1f}M"])
-        print(f"{name} {end} batch {batch}: forward+backward {entry['overhead_forward_backward']:.3f}, "
+        print(f"{name} {end} batch {batch} {entry['cpu_memory']}: forward+backward {entry['overhead_forward_backward']:.3f}, "
               f"whole step {entry['overhead_step']:.3f} (+{entry['extra_ms_step']:.1f} ms)", flush=True)
 
     env = environment("cpu")
+    env.pop("cpu_memory")  # the parent's; the measuring processes record theirs
     env.update(load_avg_before=load_before, load_avg_after=load_after,
                started_utc=started.isoformat(timespec="seconds"),
                command=" ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]))
-    headers = ["supernet", "sub-network", "batch", "forward ms (supernet / static)", "backward ms",
+    headers = ["supernet", "sub-network", "batch", "CPU memory", "forward ms (supernet / static)", "backward ms",
                "optimizer step ms", "overhead fwd+bwd", "overhead whole step", "extra ms per step",
                "params updated (supernet / static)"]
     md = "\n".join([
@@ -146,7 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         "The optimiser updates every parameter that received a gradient. In the supernet that is the full-size "
         "tensor of every weight the active sub-network slices (zero gradient outside the slice, but momentum and "
         "the update still cover it): weight-shared training, as the once-for-all reference does it. The extracted "
-        "network owns only its slices. 'extra ms per step' = supernet step - static step (all three parts).",
+        "network owns only its slices. 'extra ms per step' = supernet step - static step (all three parts). "
+        "CPU memory: keep = freed memory stays in the process (what the `flexbone` command sets up, "
+        "`flexbone.cpu_memory`); glibc = the C library's default, which hands large freed blocks back to the kernel, "
+        "so that each step faults its fresh tensors in again.",
         "",
     ])
     write_report(args.out_dir, "supernet_train_breakdown", dict(environment=env, summary=summary, processes=cases), md,

@@ -53,6 +53,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config.schema import OptimConfig
+from ..cpu_memory import current_policy
 from ..errors import ConfigError, FlexboneError
 from ..train.optim import create_optimizer
 
@@ -181,6 +182,7 @@ def environment(device: str = "cpu") -> dict[str, Any]:
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
+        "cpu_memory": current_policy(),  # this process's (see flexbone.cpu_memory)
         "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
     }
     if torch.device(device).type == "cuda":

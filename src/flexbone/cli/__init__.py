@@ -2,7 +2,8 @@
 
 Each command lives in its own module of this package and provides ``register(subparsers)``, which adds
 its parser and sets ``func`` to the function that runs it. Errors caused by the user (a
-:class:`~flexbone.errors.FlexboneError`) print one line and exit with status 2; no traceback.
+:class:`~flexbone.errors.FlexboneError`) print one line and exit with status 2; no traceback. Environment:
+``FLEXBONE_CPU_MEMORY`` = ``keep`` (default) or ``glibc``, see :mod:`flexbone.cpu_memory`.
 """
 from __future__ import annotations
 
@@ -33,12 +34,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Started as a program (``argv`` None: the ``flexbone`` script, ``python -m flexbone``),
+    the process first takes flexbone's CPU memory policy (:mod:`flexbone.cpu_memory`: freed memory is kept
+    for the next step; ``FLEXBONE_CPU_MEMORY=glibc`` opts out); a call from Python leaves its process as it is."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
     try:
+        if argv is None:
+            from ..cpu_memory import apply_policy
+
+            apply_policy()
         return args.func(args) or 0
     except FlexboneError as e:
         print(f"flexbone: error: {e}", file=sys.stderr)
