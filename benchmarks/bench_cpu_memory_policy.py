@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 import flexbone
-from flexbone.bench.report import format_markdown, report_header, write_report
+from flexbone.bench.report import add_run_options, format_markdown, report_header, write_report
 from flexbone.bench.throughput import BenchSettings, _proc_status_kb, environment, make_input, prepare, run_in_fresh_process
 from flexbone.cpu_memory import apply_policy
 
@@ -66,11 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", nargs="+", default=list(CASES), help="model:mode:batch:px (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per process (default 3)")
-    p.add_argument("--repeats", type=int, default=8, help="timed steps per process (default 8)")
-    p.add_argument("--processes", type=int, default=3, help="fresh processes per policy and case (default 3)")
-    p.add_argument("--out-dir", type=Path, default=HERE / "results", help="where to write the results")
+    add_run_options(p, HERE / "results", warmup=3, repeats=8, processes=3, repeats_help="timed steps per process")
     args = p.parse_args(argv)
 
     load_before = os.getloadavg()

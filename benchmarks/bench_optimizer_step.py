@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 import flexbone
-from flexbone.bench.report import format_markdown, report_header, write_report
+from flexbone.bench.report import add_run_options, format_markdown, report_header, write_report
 from flexbone.bench.throughput import environment, round_order
 from flexbone.config import OptimConfig
 from flexbone.train.optim import create_optimizer
@@ -62,10 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(MODELS), help="zoo names, or supernet:min / supernet:max")
     p.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS), choices=list(OPTIMIZERS))
-    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per optimiser (default 3)")
-    p.add_argument("--repeats", type=int, default=20, help="timed interleaved rounds (default 20)")
-    p.add_argument("--out-dir", type=Path, default=HERE / "results", help="where to write the results")
+    add_run_options(p, HERE / "results", warmup=3, repeats=20, repeats_help="timed interleaved rounds")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 

@@ -43,7 +43,7 @@ from typing import Any, Callable
 import torch
 
 import flexbone
-from flexbone.bench.report import format_markdown, format_table, report_header, write_report
+from flexbone.bench.report import add_run_options, format_markdown, format_table, report_header, write_report
 from flexbone.bench.throughput import (BenchSettings, environment, make_input, measure, prepare,
                                        run_in_fresh_process)
 from flexbone.cpu_memory import POLICIES, apply_policy
@@ -146,17 +146,14 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--supernets", nargs="+", default=list(SUPERNETS), choices=SUPERNETS, help="which supernets")
     p.add_argument("--modes", nargs="+", default=["infer", "train"], choices=["infer", "train"])
-    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
     p.add_argument("--img-size", type=int, default=160, help="input size, px (default 160, within OFA's 128-224)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per model (default 3)")
-    p.add_argument("--repeats", type=int, default=12, help="timed interleaved rounds per process (default 12)")
-    p.add_argument("--processes", type=int, default=3, help="fresh processes per case (default 3)")
     p.add_argument("--no-reference", action="store_true", help="skip the ofa package's models")
     p.add_argument("--cpu-memory", default="keep", choices=POLICIES,
                    help="CPU memory policy of the measuring processes: keep (the flexbone command's, default) or "
                         "glibc (the C library's default)")
-    p.add_argument("--out-dir", type=Path, default=HERE / "results", help="where to write the results")
+    add_run_options(p, HERE / "results", warmup=3, repeats=12, processes=3,
+                    repeats_help="timed interleaved rounds per process")
     args = p.parse_args(argv)
 
     load_before = os.getloadavg()

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 import flexbone
-from flexbone.bench.report import format_markdown, report_header, write_report
+from flexbone.bench.report import add_run_options, format_markdown, report_header, write_report
 from flexbone.bench.throughput import environment, round_order, run_in_fresh_process
 from flexbone.config import OptimConfig
 from flexbone.cpu_memory import POLICIES, apply_policy
@@ -89,17 +89,14 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--supernets", nargs="+", default=list(SUPERNETS), choices=SUPERNETS)
     p.add_argument("--ends", nargs="+", default=["min", "max"], choices=["min", "max"])
-    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     p.add_argument("--batch-size", type=int, nargs="+", default=[16],
                    help="images per batch; several sizes show which part of the overhead is per step (default 16)")
     p.add_argument("--img-size", type=int, default=160, help="input size, px (default 160)")
     p.add_argument("--cpu-memory", nargs="+", default=["keep"], choices=POLICIES,
                    help="CPU memory policy of the measuring processes: keep (the flexbone command's) or glibc "
                         "(the C library's default); several to compare (default keep)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per model (default 3)")
-    p.add_argument("--repeats", type=int, default=10, help="timed interleaved rounds per process (default 10)")
-    p.add_argument("--processes", type=int, default=3, help="fresh processes per case (default 3)")
-    p.add_argument("--out-dir", type=Path, default=HERE / "results", help="where to write the results")
+    add_run_options(p, HERE / "results", warmup=3, repeats=10, processes=3,
+                    repeats_help="timed interleaved rounds per process")
     args = p.parse_args(argv)
 
     load_before = os.getloadavg()

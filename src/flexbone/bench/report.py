@@ -44,6 +44,19 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
+def add_run_options(parser: Any, out_dir: Path, warmup: int, repeats: int, processes: int | None = None,
+                    repeats_help: str = "timed rounds") -> None:
+    """The options every benchmark script shares: ``--threads``, ``--warmup``, ``--repeats``, (``--processes``),
+    ``--out-dir``; the defaults are the script's."""
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    parser.add_argument("--warmup", type=int, default=warmup, help=f"untimed steps (default {warmup})")
+    parser.add_argument("--repeats", type=int, default=repeats, help=f"{repeats_help} (default {repeats})")
+    if processes is not None:
+        parser.add_argument("--processes", type=int, default=processes,
+                            help=f"fresh processes per case (default {processes})")
+    parser.add_argument("--out-dir", type=Path, default=out_dir, help=f"where to write the results (default {out_dir})")
+
+
 def report_header(title: str, env: dict[str, Any], threads: int, load_before: Sequence[float],
                   load_after: Sequence[float], packages: Sequence[str] = ()) -> list[str]:
     """The first lines of a benchmark's markdown report: title, command, start time and environment.
