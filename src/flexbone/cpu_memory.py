@@ -65,9 +65,9 @@ def apply_policy(policy: str | None = None) -> str:
         from .errors import ConfigError
 
         raise ConfigError(f"{ENV_VAR}={policy!r}: choose one of {', '.join(POLICIES)}")
-    if policy == "keep" and keep_freed_memory():
-        return "keep"
-    return "keep" if _applied else "glibc"
+    if policy == "keep":
+        keep_freed_memory()
+    return current_policy()
 
 
 def current_policy() -> str:
