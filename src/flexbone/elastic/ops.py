@@ -20,11 +20,13 @@ first ``active_depth`` blocks).
 """
 from __future__ import annotations
 
+import sys
 from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.weak import WeakIdKeyDictionary
 
 from ..layers.activations import create_act, get_act_layer
 from ..layers.conv_norm_act import get_padding
@@ -49,35 +51,116 @@ def _centre(size: int, sub: int) -> slice:
     return slice(start, start + sub)
 
 
+# ------------------------------------------------------------------------------ sliced weights, recycled gradients
+# A sub-network uses the leading block of a shared weight, so the weight's gradient is zero outside that block, but
+# autograd wants it full-size. A fresh zero-filled tensor per weight per step is a visible part of a small
+# sub-network's training step on a CPU (112 MB of zero fill for OFA-ResNet50 at its smallest). So the full-size
+# gradient a large weight received is kept when the optimiser lets go of it (``zero_grad(set_to_none=True)``), and
+# the next backward reuses it: it zeroes only the block the last step wrote, then writes its own. The gradient is
+# reused only when nothing else can see it: no ``.grad`` is set (no accumulation in progress), its version counter
+# is the one it had when kept (else, e.g. after gradient clipping scaled it in place, it is zeroed whole), and no
+# other reference or view of it is alive. Switching a layer to ``eval()`` releases its kept gradients.
+RECYCLE_MIN_NUMEL = 1 << 16  # below this, a fresh zero tensor costs less than the bookkeeping
+_kept_gradients = WeakIdKeyDictionary()  # parameter -> (gradient, its version when kept, block it holds)
+_handed_out = WeakIdKeyDictionary()  # parameter -> (data pointer, block) of the gradient the last backward returned
+_watched = WeakIdKeyDictionary()  # parameters that carry the keeping hook
+
+
+def _block(sizes: Sequence[int]) -> tuple[slice, ...]:
+    return tuple(slice(0, n) for n in sizes)
+
+
+def _keep_gradient(param: torch.Tensor) -> None:
+    """Post-accumulate-grad hook: keep ``param.grad`` if it is the tensor our backward handed to autograd."""
+    handed = _handed_out.pop(param, None)
+    grad = param.grad
+    if handed is not None and grad is not None and grad.data_ptr() == handed[0] and grad.shape == param.shape:
+        _kept_gradients[param] = (grad, grad._version, handed[1])
+    else:  # accumulated into another tensor, replaced by a wrapper (DDP), ...: keep nothing
+        _kept_gradients.pop(param, None)
+
+
+def _reusable_gradient(param: torch.Tensor, sizes: tuple[int, ...], grad: torch.Tensor) -> torch.Tensor | None:
+    """The kept full-size gradient of ``param``, zero outside ``sizes``' block, or None if it may not be reused."""
+    if param.grad is not None or torch.compiler.is_compiling():
+        return None
+    entry = _kept_gradients.pop(param, None)
+    if entry is None:
+        return None
+    full, version, written = entry
+    del entry
+    if full.shape != param.shape or full.dtype != grad.dtype or full.device != grad.device:
+        return None
+    # held by this frame only (getrefcount counts its own argument), and its storage by this tensor only
+    # (untyped_storage() adds one): a .grad someone kept from an earlier step is never overwritten
+    if sys.getrefcount(full) > 2 or torch._C._storage_Use_Count(full.untyped_storage()._cdata) > 2:
+        return None
+    if full._version != version:
+        full.zero_()
+    elif any(w > n for w, n in zip(written, sizes)):
+        full[_block(written)].zero_()  # the new block (written next) does not cover the old one
+    return full
+
+
+def _recyclable(tensor: torch.Tensor) -> torch.Tensor | None:
+    """``tensor`` if its full-size gradient is worth recycling (a large parameter), else None."""
+    if not tensor.is_leaf or tensor.numel() < RECYCLE_MIN_NUMEL or torch.compiler.is_compiling():
+        return None
+    if tensor not in _watched:
+        tensor.register_post_accumulate_grad_hook(_keep_gradient)
+        _watched[tensor] = True
+    return tensor
+
+
+def _full_gradient(param: torch.Tensor | None, full_shape: torch.Size, sizes: tuple[int, ...],
+                   grad: torch.Tensor) -> torch.Tensor:
+    """``grad`` written into the leading block of a full-size gradient, zero elsewhere (recycled if ``param`` is
+    given and its kept gradient may be reused)."""
+    full = _reusable_gradient(param, sizes, grad) if param is not None else None
+    if full is None:
+        full = grad.new_zeros(full_shape)
+    full[_block(sizes)] = grad
+    if param is not None:
+        _handed_out[param] = (full.data_ptr(), sizes)
+    return full
+
+
+def release_kept_gradients(module: nn.Module) -> None:
+    """Drop the full-size gradients kept for ``module``'s own parameters (see above)."""
+    for param in module.parameters(recurse=False):
+        _kept_gradients.pop(param, None)
+
+
 class _LeadingBlock(torch.autograd.Function):
-    """Forward: ``tensor[:n0, :n1, ...]`` as a contiguous tensor. Backward: the gradient written into one zero
-    tensor of ``tensor``'s size. Plain indexing differentiates each sliced dimension on its own (one zero
-    tensor of a growing size and one copy per dimension, after a clone): in a supernet's training step that
-    memory traffic is a visible part of the overhead over the extracted network."""
+    """Forward: ``tensor[:n0, :n1, ...]``, a view when only the first dimension is cut, else a contiguous copy.
+    Backward: the gradient written into one full-size tensor, zero elsewhere: recycled from the last step when
+    ``tensor`` is a large parameter (see above), else fresh. Plain indexing differentiates each sliced dimension
+    on its own (one zero tensor of a growing size and one copy per dimension, after a clone)."""
 
     @staticmethod
-    def forward(ctx, tensor: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
-        ctx.full_shape, ctx.sizes = tensor.shape, sizes
-        return tensor[tuple(slice(0, n) for n in sizes)].contiguous()
+    def forward(ctx, tensor: torch.Tensor, sizes: tuple[int, ...], rows_only: bool,
+                param: torch.Tensor | None) -> torch.Tensor:
+        ctx.full_shape, ctx.sizes, ctx.param = tensor.shape, sizes, param
+        return tensor[:sizes[0]] if rows_only else tensor[_block(sizes)].contiguous()
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        full = grad.new_zeros(ctx.full_shape)
-        full[tuple(slice(0, n) for n in ctx.sizes)] = grad
-        return full, None
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+        return _full_gradient(ctx.param, ctx.full_shape, ctx.sizes, grad), None, None, None
 
 
-def leading_block(tensor: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
-    """``tensor[:sizes[0], :sizes[1], ...]`` with a one-copy backward.
+def leading_block(tensor: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
+    """``tensor[:sizes[0], :sizes[1], ...]`` with a one-copy backward into a recycled gradient (see above).
 
-    Cutting only the first dimension (a conv's output channels) leaves a view, laid out as ``tensor``: no
-    copy. Other cuts copy the block into a contiguous tensor (see :class:`_LeadingBlock`)."""
+    Cutting only the first dimension (a conv's output channels, a norm's features) leaves a view, laid out as
+    ``tensor``: no copy. Other cuts copy the block into a contiguous tensor."""
     sizes = tuple(sizes)
-    if sizes[1:] == tuple(tensor.shape[1:len(sizes)]) and len(sizes) <= tensor.dim():
-        return tensor[:sizes[0]]  # leading rows: laid out as the whole tensor is
-    if torch.is_grad_enabled() and tensor.requires_grad:
-        return _LeadingBlock.apply(tensor, sizes)
-    return tensor[tuple(slice(0, n) for n in sizes)].contiguous()
+    rows_only = len(sizes) <= tensor.dim() and sizes[1:] == tuple(tensor.shape[1:len(sizes)])
+    if not (torch.is_grad_enabled() and tensor.requires_grad):
+        return tensor[:sizes[0]] if rows_only else tensor[_block(sizes)].contiguous()
+    param = _recyclable(tensor)
+    if param is None and rows_only:
+        return tensor[:sizes[0]]  # small: autograd's own slice backward is cheaper than a Python one
+    return _LeadingBlock.apply(tensor, sizes, rows_only, param)
 
 
 class _InferenceWeightCache:
@@ -111,6 +194,8 @@ class _InferenceWeightCache:
 
     def train(self, mode: bool = True):
         self._weight_cache = None
+        if not mode:
+            release_kept_gradients(self)  # type: ignore[arg-type]
         return super().train(mode)  # type: ignore[misc]
 
 
@@ -154,6 +239,55 @@ class DynamicConv2d(_InferenceWeightCache, nn.Conv2d):
             conv.bias.copy_(self.bias[:conv.out_channels])
 
 
+def _step_down(weight: torch.Tensor, channels: int, steps: Sequence[tuple[int, int]], matrices: Sequence[torch.Tensor],
+               crops: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """``weight[:channels]`` (``(C, 1, K, K)``) stepped down through the kernel sizes: at each ``(big, small)`` step,
+    the centre ``small x small`` crop, its flattened taps mixed by the step's ``(small^2, small^2)`` matrix.
+    ``crops``, if given, receives each step's flattened crop."""
+    weight = weight[:channels]
+    for (big, small), matrix in zip(steps, matrices):
+        crop = weight[:, :, _centre(big, small), _centre(big, small)].reshape(channels, small * small)
+        if crops is not None:
+            crops.append(crop)
+        weight = F.linear(crop, matrix).reshape(channels, 1, small, small)
+    return weight
+
+
+class _TransformedKernel(torch.autograd.Function):
+    """:func:`_step_down` as one autograd node (a dozen when differentiated op by op: slices, reshapes, matrix
+    products). The same arithmetic both ways: the forward is :func:`_step_down`; the backward computes what
+    autograd computes for it (the matrix products of ``F.linear``'s derivative, in the same order), so the
+    gradients are those of the op-by-op graph, bit for bit."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, channels: int, steps: tuple[tuple[int, int], ...],
+                param: torch.Tensor | None, *matrices: torch.Tensor) -> torch.Tensor:
+        crops: list[torch.Tensor] = []
+        out = _step_down(weight, channels, steps, matrices, crops)
+        ctx.save_for_backward(*crops, *matrices)
+        ctx.channels, ctx.steps, ctx.full_shape, ctx.param = channels, steps, weight.shape, param
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        n, c = len(ctx.steps), ctx.channels
+        saved = ctx.saved_tensors  # once: activation checkpointing unpacks each saved tensor a single time
+        crops, matrices = saved[:n], saved[n:]
+        matrix_grads: list[torch.Tensor | None] = [None] * n
+        for i in reversed(range(n)):
+            big, small = ctx.steps[i]
+            g = grad.reshape(c, small * small)
+            if ctx.needs_input_grad[4 + i]:
+                matrix_grads[i] = g.t().mm(crops[i])  # d(crop @ M^T)/dM
+            centre = _centre(big, small)
+            grad = g.new_zeros(c, 1, big, big)
+            grad[:, :, centre, centre] = g.mm(matrices[i]).view(c, 1, small, small)  # d(crop @ M^T)/d(crop)
+        weight_grad = None
+        if ctx.needs_input_grad[0]:
+            weight_grad = grad if c == ctx.full_shape[0] else _full_gradient(ctx.param, ctx.full_shape, (c,), grad)
+        return (weight_grad, None, None, None, *matrix_grads)
+
+
 class DynamicDepthwiseConv2d(_InferenceWeightCache, nn.Conv2d):
     """Depthwise conv with elastic channels (from the input) and elastic kernel size (``active_kernel_size``).
 
@@ -180,15 +314,15 @@ class DynamicDepthwiseConv2d(_InferenceWeightCache, nn.Conv2d):
         k = kernel_size or self.active_kernel_size or self.kernel_sizes[-1]
         if k not in self.kernel_sizes:
             raise ValueError(f"kernel size {k} is not one of {self.kernel_sizes}")
-        weight = self.weight[:channels]
-        # step down 7 -> 5 -> 3: crop the centre, then mix its taps with the transformation matrix
-        for big, small in zip(self.kernel_sizes[:0:-1], self.kernel_sizes[-2::-1]):
-            if big <= k:
-                break
-            crop = weight[:, :, _centre(big, small), _centre(big, small)]
-            matrix = getattr(self, f"{big}to{small}_matrix")
-            weight = F.linear(crop.reshape(channels, small * small), matrix).reshape(channels, 1, small, small)
-        return weight
+        steps = tuple((big, small) for big, small in zip(self.kernel_sizes[:0:-1], self.kernel_sizes[-2::-1])
+                      if small >= k)  # 7 -> 5 -> 3, down to k
+        if not steps:
+            return leading_block(self.weight, (channels,))
+        matrices = [getattr(self, f"{big}to{small}_matrix") for big, small in steps]
+        if torch.is_grad_enabled() and not torch.compiler.is_compiling() and (
+                self.weight.requires_grad or any(m.requires_grad for m in matrices)):
+            return _TransformedKernel.apply(self.weight, channels, steps, _recyclable(self.weight), *matrices)
+        return _step_down(self.weight, channels, steps, matrices)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = x.shape[1]

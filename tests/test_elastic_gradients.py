@@ -1,0 +1,162 @@
+"""Gradients of sliced supernet weights: the one-node kernel transform and the recycled full-size gradients.
+
+The reference is torch's own differentiation of plain indexing (``weight[:o, :i]``) and of the op-by-op kernel
+transform (crop, ``F.linear``, reshape); the optimised paths must give the same gradients, step after step.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from flexbone.elastic import ops
+from flexbone.elastic.ops import DynamicConv2d, DynamicDepthwiseConv2d, leading_block
+
+
+# --------------------------------------------------------------------------------- kernel transform
+def _depthwise(seed: int = 0) -> DynamicDepthwiseConv2d:
+    torch.manual_seed(seed)
+    conv = DynamicDepthwiseConv2d(12, (3, 5, 7))
+    with torch.no_grad():
+        for m in conv._matrices():
+            m.add_(0.1 * torch.randn_like(m))  # not the identity: the matrices take part in the gradient
+    return conv
+
+
+@pytest.mark.parametrize("kernel,channels", [(3, 8), (3, 12), (5, 8), (5, 12), (7, 8)])
+def test_kernel_transform_gradients_equal_op_by_op_autograd(kernel, channels):
+    conv = _depthwise()
+    conv.active_kernel_size = kernel
+    x = torch.randn(2, channels, 9, 9)
+    params = [conv.weight, *conv._matrices()]
+    y = conv(x)
+    g = torch.randn_like(y)
+    got = torch.autograd.grad(y, params, g, allow_unused=True)
+
+    steps = tuple((b, s) for b, s in zip((7, 5), (5, 3)) if s >= kernel)
+    weight = ops._step_down(conv.weight, channels, steps, [getattr(conv, f"{b}to{s}_matrix") for b, s in steps])
+    y_ref = F.conv2d(x, weight.contiguous(), None, 1, kernel // 2, 1, channels)
+    expected = torch.autograd.grad(y_ref, params, g, allow_unused=True)
+
+    assert torch.equal(y, y_ref)
+    for a, b in zip(got, expected):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.equal(a, b)
+
+
+def test_kernel_transform_is_one_autograd_node_and_passes_gradcheck():
+    conv = _depthwise().double()
+    conv.active_kernel_size = 3
+    weight = conv.active_weight(8)
+    assert type(weight.grad_fn).__name__ == "_TransformedKernelBackward"
+    w = torch.randn(12, 1, 7, 7, dtype=torch.float64, requires_grad=True)
+    m75 = torch.randn(25, 25, dtype=torch.float64, requires_grad=True)
+    m53 = torch.randn(9, 9, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda w, a, b: ops._TransformedKernel.apply(w, 8, ((7, 5), (5, 3)), None, a, b), (w, m75, m53))
+
+
+# ------------------------------------------------------------------------------- recycled gradients
+def _conv(seed: int = 0) -> DynamicConv2d:
+    torch.manual_seed(seed)
+    conv = DynamicConv2d(64, 96, 3)  # 55k weights: above RECYCLE_MIN_NUMEL
+    assert conv.weight.numel() >= ops.RECYCLE_MIN_NUMEL
+    return conv
+
+
+def _step(conv: DynamicConv2d, in_chs: int, out_chs: int, seed: int) -> torch.Tensor:
+    """One backward of a sliced conv with the given active widths; returns the expected gradient (plain indexing)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, in_chs, 5, 5, generator=g)
+    conv.active_out_channels = out_chs
+    conv(x).square().sum().backward()
+    w = conv.weight.detach().clone().requires_grad_()
+    F.conv2d(x, w[:out_chs, :in_chs], None, 1, 1).square().sum().backward()
+    return w.grad
+
+
+@pytest.fixture
+def recycling(monkeypatch):
+    monkeypatch.setattr(ops, "RECYCLE_MIN_NUMEL", 1 << 10)
+
+
+def test_recycled_gradients_equal_fresh_ones_over_changing_widths(recycling):
+    """Step after step, widths growing and shrinking: the reused tensor holds exactly this step's gradient.
+    (The full width uses the whole weight, no slice: its gradient is autograd's own and is not kept.)"""
+    conv = _conv()
+    previous = None
+    for seed, (i, o) in enumerate([(64, 48), (32, 24), (48, 96), (16, 8), (64, 88), (64, 96), (40, 40), (8, 8)]):
+        conv.weight.grad = None  # zero_grad(set_to_none=True)
+        expected = _step(conv, i, o, seed)
+        assert torch.equal(conv.weight.grad, expected), (i, o)
+        full = (i, o) == (64, 96)
+        if previous is not None and not full:
+            assert conv.weight.grad.data_ptr() == previous, (i, o)  # the same memory, not a fresh allocation
+        previous = None if full else conv.weight.grad.data_ptr()
+
+
+def test_recycling_leaves_a_kept_gradient_alone(recycling):
+    """A .grad (or a view of it) that the user kept from an earlier step is never written into."""
+    conv = _conv()
+    _step(conv, 32, 24, 0)
+    kept = conv.weight.grad
+    snapshot = kept.clone()
+    conv.weight.grad = None
+    expected = _step(conv, 48, 48, 1)
+    assert torch.equal(kept, snapshot) and torch.equal(conv.weight.grad, expected)
+
+    view = conv.weight.grad[:4]
+    snapshot = view.clone()
+    conv.weight.grad = None
+    expected = _step(conv, 16, 8, 2)
+    assert torch.equal(view, snapshot) and torch.equal(conv.weight.grad, expected)
+
+
+def test_recycling_after_in_place_changes_and_with_accumulation(recycling):
+    conv = _conv()
+    _step(conv, 32, 24, 0)
+    conv.weight.grad.mul_(-3.0)  # e.g. gradient clipping: changes the tensor in place (and its version)
+    conv.weight.grad.add_(1.0)  # ... even outside the block
+    conv.weight.grad = None
+    expected = _step(conv, 16, 8, 1)
+    assert torch.equal(conv.weight.grad, expected)
+
+    # accumulation over two backward passes without zero_grad: the sum, as autograd gives it
+    second = _step(conv, 48, 40, 2)
+    assert torch.allclose(conv.weight.grad, expected + second, rtol=0, atol=1e-5)
+
+
+def test_optimizer_steps_with_recycled_gradients_match_plain_slicing(recycling):
+    """A few SGD steps (momentum, weight decay) of a supernet layer, sub-networks changing: same weights as with
+    plain indexing, i.e. the recycled gradient is zero outside the active block every time."""
+    conv, ref = _conv(), _conv()
+    opt = torch.optim.SGD(conv.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-2)
+    opt_ref = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-2)
+    for seed, (i, o) in enumerate([(64, 96), (32, 24), (16, 8), (48, 64), (64, 96)]):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(2, i, 5, 5, generator=g)
+        for model, optim, plain in ((conv, opt, False), (ref, opt_ref, True)):
+            optim.zero_grad(set_to_none=True)
+            model.active_out_channels = o
+            w = model.weight[:o, :i] if plain else None
+            y = F.conv2d(x, w, None, 1, 1) if plain else model(x)
+            y.square().mean().backward()
+            optim.step()
+    assert torch.allclose(conv.weight, ref.weight, rtol=0, atol=1e-6)
+
+
+def test_eval_releases_kept_gradients(recycling):
+    conv = _conv()
+    _step(conv, 32, 24, 0)
+    assert conv.weight in ops._kept_gradients
+    conv.eval()
+    assert conv.weight not in ops._kept_gradients
+
+
+def test_small_tensors_and_frozen_weights_are_not_recycled():
+    conv = DynamicConv2d(8, 8, 1)  # 64 weights: below the default threshold
+    x = torch.randn(1, 4, 3, 3)
+    conv.active_out_channels = 4
+    conv(x).sum().backward()
+    assert conv.weight not in ops._kept_gradients and conv.weight.grad.shape == (8, 8, 1, 1)
+    frozen = torch.randn(64, 64, 4, 4)  # no grad: a plain slice
+    assert leading_block(frozen, (8, 8)).grad_fn is None
