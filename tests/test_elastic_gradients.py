@@ -125,6 +125,35 @@ def test_recycling_after_in_place_changes_and_with_accumulation(recycling):
     assert torch.allclose(conv.weight.grad, expected + second, rtol=0, atol=1e-5)
 
 
+def test_a_weight_used_whole_and_sliced_in_one_step_is_not_kept(recycling):
+    """Autograd sums the two uses into one gradient, dense beyond the block: it must not be reused as if it were
+    zero outside the block."""
+    x = torch.randn(2, 32, 5, 5)
+    for sliced_first in (True, False):  # the order of the forward decides which gradient autograd sums into
+        conv = _conv()
+        conv.active_out_channels = 24
+        if sliced_first:
+            loss = conv(x).square().sum() + conv.weight.square().sum()
+        else:
+            whole = conv.weight.square().sum()
+            loss = whole + conv(x).square().sum()
+        loss.backward()
+        for seed, (i, o) in enumerate([(16, 8), (24, 16)]):
+            conv.weight.grad = None
+            expected = _step(conv, i, o, seed)
+            assert torch.equal(conv.weight.grad, expected), (sliced_first, i, o)
+
+
+def test_a_gradient_not_accumulated_is_forgotten_when_the_backward_ends(recycling):
+    """torch.autograd.grad returns the gradient instead of accumulating it: no hook runs, and the record of the
+    tensor handed out must not outlive the backward pass (its memory may be reused by any later gradient)."""
+    conv = _conv()
+    conv.active_out_channels = 24
+    (grad,) = torch.autograd.grad(conv(torch.randn(2, 32, 5, 5)).sum(), conv.weight)
+    assert conv.weight not in ops._handed_out and conv.weight not in ops._kept_gradients
+    assert grad[24:].abs().sum() == 0 and grad[:, 32:].abs().sum() == 0
+
+
 def test_optimizer_steps_with_recycled_gradients_match_plain_slicing(recycling):
     """A few SGD steps (momentum, weight decay) of a supernet layer, sub-networks changing: same weights as with
     plain indexing, i.e. the recycled gradient is zero outside the active block every time."""

@@ -62,7 +62,7 @@ def _centre(size: int, sub: int) -> slice:
 # other reference or view of it is alive. Switching a layer to ``eval()`` releases its kept gradients.
 RECYCLE_MIN_NUMEL = 1 << 16  # below this, a fresh zero tensor costs less than the bookkeeping
 _kept_gradients = WeakIdKeyDictionary()  # parameter -> (gradient, its version when kept, block it holds)
-_handed_out = WeakIdKeyDictionary()  # parameter -> (data pointer, block) of the gradient the last backward returned
+_handed_out = WeakIdKeyDictionary()  # parameter -> (data pointer, version, block) of the gradient this backward returned
 _watched = WeakIdKeyDictionary()  # parameters that carry the keeping hook
 
 
@@ -71,18 +71,19 @@ def _block(sizes: Sequence[int]) -> tuple[slice, ...]:
 
 
 def _keep_gradient(param: torch.Tensor) -> None:
-    """Post-accumulate-grad hook: keep ``param.grad`` if it is the tensor our backward handed to autograd."""
+    """Post-accumulate-grad hook: keep ``param.grad`` if it is, unchanged, the tensor our backward handed to autograd
+    (not summed with another use of ``param``, not replaced by a wrapper such as DDP's)."""
     handed = _handed_out.pop(param, None)
     grad = param.grad
-    if handed is not None and grad is not None and grad.data_ptr() == handed[0] and grad.shape == param.shape:
-        _kept_gradients[param] = (grad, grad._version, handed[1])
-    else:  # accumulated into another tensor, replaced by a wrapper (DDP), ...: keep nothing
+    if handed is not None and grad is not None and (grad.data_ptr(), grad._version) == handed[:2]:
+        _kept_gradients[param] = (grad, handed[1], handed[2])
+    else:
         _kept_gradients.pop(param, None)
 
 
 def _reusable_gradient(param: torch.Tensor, sizes: tuple[int, ...], grad: torch.Tensor) -> torch.Tensor | None:
     """The kept full-size gradient of ``param``, zero outside ``sizes``' block, or None if it may not be reused."""
-    if param.grad is not None or torch.compiler.is_compiling():
+    if param.grad is not None:
         return None
     entry = _kept_gradients.pop(param, None)
     if entry is None:
@@ -96,7 +97,7 @@ def _reusable_gradient(param: torch.Tensor, sizes: tuple[int, ...], grad: torch.
     if sys.getrefcount(full) > 2 or torch._C._storage_Use_Count(full.untyped_storage()._cdata) > 2:
         return None
     if full._version != version:
-        full.zero_()
+        full.zero_()  # changed in place since (e.g. clipped): zero it whole
     elif any(w > n for w, n in zip(written, sizes)):
         full[_block(written)].zero_()  # the new block (written next) does not cover the old one
     return full
@@ -121,7 +122,9 @@ def _full_gradient(param: torch.Tensor | None, full_shape: torch.Size, sizes: tu
         full = grad.new_zeros(full_shape)
     full[_block(sizes)] = grad
     if param is not None:
-        _handed_out[param] = (full.data_ptr(), sizes)
+        if not _handed_out:  # the first of this backward pass: forget them all when it ends (the hook may not run)
+            torch.autograd.Variable._execution_engine.queue_callback(_handed_out.clear)
+        _handed_out[param] = (full.data_ptr(), full._version, sizes)
     return full
 
 
@@ -132,35 +135,32 @@ def release_kept_gradients(module: nn.Module) -> None:
 
 
 class _LeadingBlock(torch.autograd.Function):
-    """Forward: ``tensor[:n0, :n1, ...]``, a view when only the first dimension is cut, else a contiguous copy.
-    Backward: the gradient written into one full-size tensor, zero elsewhere: recycled from the last step when
-    ``tensor`` is a large parameter (see above), else fresh. Plain indexing differentiates each sliced dimension
-    on its own (one zero tensor of a growing size and one copy per dimension, after a clone)."""
+    """Forward: ``param[:n0, :n1, ...]``, a view when only the first dimension is cut, else a contiguous copy.
+    Backward: the gradient written into the parameter's recycled full-size gradient (see above). Plain indexing
+    would differentiate each sliced dimension on its own: a fresh zero tensor of a growing size and one copy per
+    dimension."""
 
     @staticmethod
-    def forward(ctx, tensor: torch.Tensor, sizes: tuple[int, ...], rows_only: bool,
-                param: torch.Tensor | None) -> torch.Tensor:
-        ctx.full_shape, ctx.sizes, ctx.param = tensor.shape, sizes, param
-        return tensor[:sizes[0]] if rows_only else tensor[_block(sizes)].contiguous()
+    def forward(ctx, param: torch.Tensor, sizes: tuple[int, ...], rows_only: bool) -> torch.Tensor:
+        ctx.param, ctx.sizes = param, sizes
+        return param[:sizes[0]] if rows_only else param[_block(sizes)].contiguous()
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
-        return _full_gradient(ctx.param, ctx.full_shape, ctx.sizes, grad), None, None, None
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        return _full_gradient(ctx.param, ctx.param.shape, ctx.sizes, grad), None, None
 
 
 def leading_block(tensor: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
-    """``tensor[:sizes[0], :sizes[1], ...]`` with a one-copy backward into a recycled gradient (see above).
+    """``tensor[:sizes[0], :sizes[1], ...]``; differentiated into a recycled gradient for a large parameter (see above).
 
     Cutting only the first dimension (a conv's output channels, a norm's features) leaves a view, laid out as
     ``tensor``: no copy. Other cuts copy the block into a contiguous tensor."""
     sizes = tuple(sizes)
     rows_only = len(sizes) <= tensor.dim() and sizes[1:] == tuple(tensor.shape[1:len(sizes)])
-    if not (torch.is_grad_enabled() and tensor.requires_grad):
-        return tensor[:sizes[0]] if rows_only else tensor[_block(sizes)].contiguous()
-    param = _recyclable(tensor)
-    if param is None and rows_only:
-        return tensor[:sizes[0]]  # small: autograd's own slice backward is cheaper than a Python one
-    return _LeadingBlock.apply(tensor, sizes, rows_only, param)
+    if torch.is_grad_enabled() and tensor.requires_grad and _recyclable(tensor) is not None:
+        return _LeadingBlock.apply(tensor, sizes, rows_only)
+    # small tensors: autograd's own (C++) slice backward costs less than a Python one
+    return tensor[:sizes[0]] if rows_only else tensor[_block(sizes)].contiguous()
 
 
 class _InferenceWeightCache:
