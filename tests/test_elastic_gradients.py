@@ -189,3 +189,13 @@ def test_small_tensors_and_frozen_weights_are_not_recycled():
     assert conv.weight not in ops._kept_gradients and conv.weight.grad.shape == (8, 8, 1, 1)
     frozen = torch.randn(64, 64, 4, 4)  # no grad: a plain slice
     assert leading_block(frozen, (8, 8)).grad_fn is None
+
+
+def test_a_frozen_depthwise_weight_with_trainable_kernel_transforms(recycling):
+    """Fine-tuning only the transformation matrices: no hook on the frozen weight, gradients for the matrices."""
+    conv = DynamicDepthwiseConv2d(64, (3, 5, 7))  # 3136 weights: above the lowered threshold
+    conv.weight.requires_grad_(False)
+    conv.active_kernel_size = 3
+    conv(torch.randn(1, 32, 7, 7)).sum().backward()
+    assert conv.weight.grad is None and conv.weight not in ops._watched
+    assert all(m.grad is not None for m in conv._matrices())

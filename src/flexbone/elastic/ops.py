@@ -104,8 +104,9 @@ def _reusable_gradient(param: torch.Tensor, sizes: tuple[int, ...], grad: torch.
 
 
 def _recyclable(tensor: torch.Tensor) -> torch.Tensor | None:
-    """``tensor`` if its full-size gradient is worth recycling (a large parameter), else None."""
-    if not tensor.is_leaf or tensor.numel() < RECYCLE_MIN_NUMEL or torch.compiler.is_compiling():
+    """``tensor`` if its full-size gradient is worth recycling (a large trainable parameter), else None."""
+    if not (tensor.is_leaf and tensor.requires_grad) or tensor.numel() < RECYCLE_MIN_NUMEL \
+            or torch.compiler.is_compiling():
         return None
     if tensor not in _watched:
         tensor.register_post_accumulate_grad_hook(_keep_gradient)
@@ -157,7 +158,7 @@ def leading_block(tensor: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
     ``tensor``: no copy. Other cuts copy the block into a contiguous tensor."""
     sizes = tuple(sizes)
     rows_only = len(sizes) <= tensor.dim() and sizes[1:] == tuple(tensor.shape[1:len(sizes)])
-    if torch.is_grad_enabled() and tensor.requires_grad and _recyclable(tensor) is not None:
+    if torch.is_grad_enabled() and _recyclable(tensor) is not None:
         return _LeadingBlock.apply(tensor, sizes, rows_only)
     # small tensors: autograd's own (C++) slice backward costs less than a Python one
     return tensor[:sizes[0]] if rows_only else tensor[_block(sizes)].contiguous()
