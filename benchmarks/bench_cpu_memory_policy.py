@@ -29,7 +29,8 @@ import torch
 
 import flexbone
 from flexbone.bench.report import add_run_options, format_markdown, report_header, write_report
-from flexbone.bench.throughput import BenchSettings, _proc_status_kb, environment, make_input, prepare, run_in_fresh_process
+from flexbone.bench.throughput import (BenchSettings, environment, make_input, prepare, proc_status_kb,
+                                       run_in_fresh_process)
 from flexbone.cpu_memory import apply_policy
 
 HERE = Path(__file__).resolve().parent
@@ -59,7 +60,7 @@ def measure_case(case: str, policy: str, args: argparse.Namespace) -> dict[str, 
         times.append((time.perf_counter() - t0) * 1e3)
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     return dict(case=case, policy=in_force, step_ms=statistics.median(times), faults=statistics.median(faults),
-                peak_rss_mb=(_proc_status_kb("VmHWM") or 0) / 1024, times_ms=times, faults_per_step=faults)
+                peak_rss_mb=(proc_status_kb("VmHWM") or 0) / 1024, times_ms=times, faults_per_step=faults)
 
 
 def main(argv: list[str] | None = None) -> int:

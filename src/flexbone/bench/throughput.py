@@ -195,7 +195,9 @@ def environment(device: str = "cpu") -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------------------------------- memory
-def _proc_status_kb(key: str) -> int | None:
+def proc_status_kb(key: str) -> int | None:
+    """A ``/proc/self/status`` field in kB (``"VmRSS"``, ``"VmHWM"``: resident and peak resident memory), or None
+    where there is no such file (not Linux)."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -225,9 +227,9 @@ def _measure_step_memory(step: Callable[[], None], device: torch.device) -> tupl
         torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20, "cuda_max_memory_allocated"
     if _reset_peak_rss():
-        before = _proc_status_kb("VmRSS")
+        before = proc_status_kb("VmRSS")
         step()
-        peak = _proc_status_kb("VmHWM")
+        peak = proc_status_kb("VmHWM")
         if before is not None and peak is not None:
             return max(peak - before, 0) / 1024, "cpu_peak_rss_delta"
     import resource  # Unix only; reached only where /proc/self/clear_refs is missing
