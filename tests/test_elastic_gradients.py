@@ -199,3 +199,14 @@ def test_a_frozen_depthwise_weight_with_trainable_kernel_transforms(recycling):
     conv(torch.randn(1, 32, 7, 7)).sum().backward()
     assert conv.weight.grad is None and conv.weight not in ops._watched
     assert all(m.grad is not None for m in conv._matrices())
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_a_transformed_kernel_exports(train):
+    """torch.export traces the kernel transform (the plain ops, or the one-node function when gradients are on)
+    and the exported program computes what the eager layer does."""
+    conv = _depthwise().train(train)
+    conv.active_kernel_size = 3
+    x = torch.randn(1, 8, 9, 9)
+    program = torch.export.export(conv, (x,))
+    assert torch.equal(program.module()(x), conv(x))
