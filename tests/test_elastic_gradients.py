@@ -58,7 +58,7 @@ def test_kernel_transform_is_one_autograd_node_and_passes_gradcheck():
 # ------------------------------------------------------------------------------- recycled gradients
 def _conv(seed: int = 0) -> DynamicConv2d:
     torch.manual_seed(seed)
-    conv = DynamicConv2d(64, 96, 3)  # 55k weights: above RECYCLE_MIN_NUMEL
+    conv = DynamicConv2d(64, 96, 3)  # 55k weights: above the threshold the `recycling` fixture sets
     assert conv.weight.numel() >= ops.RECYCLE_MIN_NUMEL
     return conv
 
