@@ -150,12 +150,11 @@ def use_fused(groups: list[dict[str, Any]], fused: bool | None) -> bool | None:
     which is what torch's own default means.
     """
     params = [p for g in groups for p in g["params"]]
-    supported = all(p.is_floating_point() and p.device.type in FUSED_DEVICES for p in params)
+    unsupported = [p for p in params if not (p.is_floating_point() and p.device.type in FUSED_DEVICES)]
     if fused is None:
-        return True if params and supported else None
-    if fused and not supported:
-        kinds = sorted({f"{p.dtype} on {p.device.type}" for p in params
-                        if not (p.is_floating_point() and p.device.type in FUSED_DEVICES)})
+        return True if params and not unsupported else None
+    if fused and unsupported:
+        kinds = sorted({f"{p.dtype} on {p.device.type}" for p in unsupported})
         raise ConfigError(f"optim.fused: true needs floating-point parameters on {' or '.join(FUSED_DEVICES)}; "
                           f"this model has {', '.join(kinds)} (set optim.fused to null or false)")
     return True if fused else None
