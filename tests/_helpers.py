@@ -37,3 +37,16 @@ def num_params(model: nn.Module) -> int:
 
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.float() - b.float()).abs().max().item()
+
+
+def assert_training_gradients_match(ours: nn.Module, ref: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One backward of each supernet on ``x``; ``ref``'s gradients, renamed by ``ours._convert_checkpoint`` (the
+    checkpoint key mapping), must equal ours, parameter by parameter. Returns our gradients."""
+    for net in (ours, ref):
+        net(x).logsumexp(1).sum().backward()
+    expected = ours._convert_checkpoint({k: p.grad for k, p in ref.named_parameters() if p.grad is not None})
+    got = {k: p.grad for k, p in ours.named_parameters() if p.grad is not None}
+    assert got.keys() == expected.keys()
+    for k in got:
+        torch.testing.assert_close(got[k], expected[k], rtol=1e-4, atol=1e-5, msg=k)
+    return got

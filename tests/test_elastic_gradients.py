@@ -210,3 +210,135 @@ def test_a_transformed_kernel_exports(train):
     x = torch.randn(1, 8, 9, 9)
     program = torch.export.export(conv, (x,))
     assert torch.equal(program.module()(x), conv(x))
+
+
+# ---------------------------------------------------------------------------------- planned weights
+# a supernet's forward derives the active sub-network's weights in one autograd node (ops.planned_weights); the
+# reference is the same forward without the plan, each layer deriving its own weights (tested above against plain
+# indexing and the op-by-op transform), and the ofa reference's gradients (tests/test_ofa_*.py)
+TOY_MBV3 = dict(stem_width=8, first_block=[8, "relu", True], final_expand_width=32, head_width=32,
+                units=[[8, 1, "relu", False], [16, 2, "relu", True], [16, 2, "hard_swish", False],
+                       [24, 1, "hard_swish", True], [24, 2, "hard_swish", True]])
+TOY_RESNET = dict(base_depths=(1, 1, 2, 1), stage_widths=(32, 64, 96, 128), stem_width=16)
+
+
+def _toy(name: str):
+    import flexbone
+
+    torch.manual_seed(0)
+    kwargs = TOY_MBV3 if name.startswith("ofa_mbv3") else TOY_RESNET
+    net = flexbone.create_model(name, num_classes=10, **kwargs).train()
+    with torch.no_grad():
+        for p in net.parameters():  # away from the initialisation: no zero-initialised BN scales, no identities
+            p.add_(0.05 * torch.randn_like(p))
+    return net
+
+
+def _graph_nodes(tensor: torch.Tensor) -> list[str]:
+    seen, stack, names = set(), [tensor.grad_fn], []
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.append(type(node).__name__)
+        stack.extend(fn for fn, _ in node.next_functions)
+    return names
+
+
+def _training_step(net, x, planned: bool):
+    """Outputs, gradients and BN statistics of one training step, with or without the plan."""
+    import copy
+
+    net = copy.deepcopy(net)
+    y = net(x) if planned else net.forward_head(net.forward_features(x))
+    nodes = _graph_nodes(y)
+    y.logsumexp(1).sum().backward()
+    grads = {k: p.grad for k, p in net.named_parameters() if p.grad is not None}
+    return y, grads, {k: b for k, b in net.named_buffers()}, nodes
+
+
+@pytest.mark.parametrize("name", ["ofa_mbv3_d234_e346_k357_w1.0", "ofa_resnet50"])
+@pytest.mark.parametrize("which", ["min", "max", "random"])
+def test_planned_step_equals_each_layer_deriving_its_own(name, which):
+    import random
+
+    net = _toy(name)
+    space = net.space
+    net.set_active({"min": space.min(), "max": space.max(), "random": space.sample(random.Random(3))}[which])
+    x = torch.randn(2, 3, 32, 32)
+    y, grads, buffers, nodes = _training_step(net, x, planned=True)
+    y_ref, grads_ref, buffers_ref, nodes_ref = _training_step(net, x, planned=False)
+    assert nodes.count("_PlannedWeightsBackward") == (0 if which == "max" else 1)  # max: nothing to derive
+    assert "_PlannedWeightsBackward" not in nodes_ref
+    assert torch.equal(y, y_ref)
+    assert grads.keys() == grads_ref.keys()
+    for k in grads:
+        assert torch.equal(grads[k], grads_ref[k]), k
+    for k in buffers:
+        assert torch.equal(buffers[k], buffers_ref[k]), k
+
+
+def test_a_layer_whose_shapes_changed_after_planning_derives_its_own():
+    net = _toy("ofa_mbv3_d234_e346_k357_w1.0")
+    net.set_active(net.space.min())
+    x = torch.randn(2, 3, 32, 32)
+    with ops.planned_weights(net):
+        planned = [m for m in net.modules() if "_planned" in vars(m)]
+        assert planned
+        blk = net.blocks[2][0]
+        blk.active_kernel_size, blk.active_expand_ratio = 5, 4  # both differ from the plan's 3 and 3
+        y = net.forward_head(net.forward_features(x))
+    assert not any("_planned" in vars(m) for m in net.modules())
+    y_ref = net.forward_head(net.forward_features(x))
+    assert torch.equal(y, y_ref)
+
+
+def test_plan_is_withdrawn_when_the_forward_raises():
+    net = _toy("ofa_resnet50")
+    net.set_active(net.space.min())
+    with pytest.raises(ValueError, match="input channels"):
+        net(torch.randn(2, 4, 32, 32))  # 4 input channels: the stem conv raises after the plan was handed out
+    assert not any("_planned" in vars(m) for m in net.modules())
+
+
+def test_no_plan_without_autograd_or_with_checkpointing(monkeypatch):
+    handed = []
+    monkeypatch.setattr(ops.WeightPlan, "hand_out", lambda self: handed.append(self))
+    net = _toy("ofa_mbv3_d234_e346_k357_w1.0")
+    net.set_active(net.space.min())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        net(x)
+    assert not handed
+    net.eval()(x)
+    assert len(handed) == 1  # eval() alone leaves autograd on: planned
+    net.train().set_grad_checkpointing(True)
+    net(x).sum().backward()
+    assert len(handed) == 1  # a checkpointed block recomputes its own derivations: no plan
+
+
+@pytest.mark.parametrize("name", ["ofa_mbv3_d234_e346_k357_w1.0", "ofa_resnet50"])
+def test_training_step_under_autocast_equals_the_extracted_subnet(name):
+    """bf16 autocast: a derived weight keeps its parameter's dtype and the layer casts it, as a static layer casts
+    its parameter; so the gradients on the active slices are those of the extracted static network (plain torch
+    layers under the same autocast), bit for bit, and float32. (A depthwise kernel's static counterpart is the
+    transformed kernel, a different parameter: not compared.)"""
+    net = _toy(name)
+    net.set_active(net.space.min())
+    static = net.extract().train()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, grads, _, _ = _training_step(net, x, planned=True)
+        _, grads_unplanned, _, _ = _training_step(net, x, planned=False)
+        y_static = static(x)
+    y_static.logsumexp(1).sum().backward()
+    assert y.dtype == torch.bfloat16 and torch.equal(y, y_static)
+    assert all(torch.equal(g, grads_unplanned[k]) for k, g in grads.items())
+    compared = 0
+    for k, p in static.named_parameters():
+        if "conv_dw" not in k:
+            assert grads[k].dtype == torch.float32
+            assert torch.equal(grads[k][tuple(slice(0, n) for n in p.shape)], p.grad), k
+            compared += 1
+    assert compared > 50

@@ -20,7 +20,7 @@ from flexbone.elastic.ofa_mobilenet import (VARIANTS, OFAMobileNetSpec, convert_
 from flexbone.errors import CheckpointError, ConfigError
 from flexbone.models.mobilenet import MobileNetV2, MobileNetV3
 
-from _helpers import max_abs_diff, num_params, randomize_
+from _helpers import assert_training_gradients_match, max_abs_diff, num_params, randomize_
 
 ofa_nets = pytest.importorskip("ofa.imagenet_classification.elastic_nn.networks")
 
@@ -219,6 +219,22 @@ def test_matches_reference_in_train_mode(nets, name):
     ours_bn = ours_t.blocks[1][0].bn1
     ref_bn = ref_t.blocks[1].conv.inverted_bottleneck.bn.bn
     assert max_abs_diff(ours_bn.running_var, ref_bn.running_var) <= 1e-6
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("name,config", [(MBV3, "min"), (MBV3, "random3"), (PROXYLESS, "random1")])
+def test_training_gradients_match_reference(nets, name, config):
+    """A training step's gradients (the planned weights of a supernet forward, their one-node backward, the
+    recycled full-size gradients) equal those of the reference's plain slicing and op-by-op kernel transform."""
+    ref, ours = nets(name)
+    ref_t, ours_t = copy.deepcopy(ref).train(), copy.deepcopy(ours).train()
+    for m in ref_t.modules():  # the reference's classifier dropout (p=0.1) is random: switched off
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    _set_ref(ref_t, CONFIGS[name][config])
+    ours_t.set_active(CONFIGS[name][config])
+    got = assert_training_gradients_match(ours_t, ref_t, torch.randn(2, 3, 64, 64))
+    assert any(k.endswith("5to3_matrix") for k in got)  # the kernel transform took part
 
 
 @pytest.mark.parity

@@ -17,7 +17,7 @@ from flexbone.elastic import SubnetConfig, load_subnet, recalibrate_bn, save_sub
 from flexbone.errors import CheckpointError, ConfigError
 from flexbone.models.resnet import ResNet
 
-from _helpers import max_abs_diff, num_params, randomize_
+from _helpers import assert_training_gradients_match, max_abs_diff, num_params, randomize_
 
 ofa_resnets = pytest.importorskip("ofa.imagenet_classification.elastic_nn.networks.ofa_resnets")
 
@@ -167,6 +167,17 @@ def test_matches_reference_in_train_mode(ref, ours):
     ours_t.set_active(cfg)
     xb = torch.randn(2, 3, 64, 64)
     assert max_abs_diff(ours_t(xb), ref_t(xb)) <= 1e-5
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("name", ["min", "random2"])
+def test_training_gradients_match_reference(ref, ours, name):
+    """A training step's gradients (the planned weights of a supernet forward, their one-node backward, the
+    recycled full-size gradients) equal those of the reference's plain slicing."""
+    ref_t, ours_t = copy.deepcopy(ref).train(), copy.deepcopy(ours).train()
+    _set_ref(ref_t, CONFIGS[name])
+    ours_t.set_active(CONFIGS[name])
+    assert_training_gradients_match(ours_t, ref_t, torch.randn(2, 3, 64, 64))
 
 
 @pytest.mark.parity

@@ -70,7 +70,8 @@ from ..models._base import Backbone, default_cfg
 from ..models._features import FeatureInfo, FeatureStage
 from ..models._registry import register_model
 from ..models.mobilenet import BlockSpec, MobileNetV2, MobileNetV3, V2Head, V3Head, _init_weights
-from .ops import CHANNEL_DIVISOR, DynamicInvertedResidual, DynamicSqueezeExcite, ElasticDepth, copy_active
+from .ops import (CHANNEL_DIVISOR, DynamicInvertedResidual, DynamicSqueezeExcite, ElasticDepth, WeightPlan, copy_active,
+                  planned_weights)
 from .space import DepthUnit, SearchSpace, SubnetConfig, check_supernet_options
 
 # ------------------------------------------------------------------------------------------- tables
@@ -320,6 +321,16 @@ class _OFAMobileNet(Backbone):
     def elastic_blocks(self) -> list[DynamicInvertedResidual]:
         """All elastic block slots, active or not, in the order of the config's kernel / expand fields."""
         return [blk for stage in self.elastic_stages for blk in stage]
+
+    def forward(self, x: torch.Tensor):
+        with planned_weights(self):  # a training step derives the sub-network's weights in one go
+            return super().forward(x)
+
+    def plan_weights(self, plan: WeightPlan) -> None:
+        """Plan the weights that a forward of the active sub-network derives (see :func:`ops.planned_weights`)."""
+        channels = self.elastic_stages[0][0].in_channels  # the fixed first block's output
+        for stage in self.elastic_stages:
+            channels = stage.plan_weights(plan, channels)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act1(self.bn1(self.conv_stem(x)))  # (B, in_chans, H, W) -> (B, stem, H/2, W/2)

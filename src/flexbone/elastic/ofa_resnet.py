@@ -49,7 +49,7 @@ from ..models._features import FeatureInfo, FeatureStage
 from ..models._registry import register_model
 from ..models.resnet import ResNet
 from .ops import (CHANNEL_DIVISOR, DynamicBatchNorm2d, DynamicBottleneck, DynamicConv2d, DynamicLinear,
-                  DynamicStemResidual, ElasticDepth, copy_active)
+                  DynamicStemResidual, ElasticDepth, WeightPlan, copy_active, planned_weights)
 from .space import DepthUnit, SearchSpace, SubnetConfig, check_supernet_options
 
 
@@ -221,6 +221,25 @@ class OFAResNet(Backbone):
         self.num_classes = num_classes
         pool = self.global_pool.pool_type if global_pool is None else global_pool
         self.global_pool, self.fc = self._classifier(num_classes, pool)
+
+    def forward(self, x: torch.Tensor):
+        with planned_weights(self):  # a training step derives the sub-network's weights in one go
+            return super().forward(x)
+
+    def plan_weights(self, plan: WeightPlan) -> None:
+        """Plan the weights that a forward of the active sub-network derives (see :func:`ops.planned_weights`)."""
+        stem_conv, stem_bn, _, stem_residual, stem_out = self.conv1
+        stem_conv.plan_weights(plan, self.in_chans)
+        channels = stem_conv.active_out_channels or stem_conv.out_channels
+        stem_bn.plan_weights(plan, channels)
+        channels = stem_residual.plan_weights(plan, channels)
+        stem_out.plan_weights(plan, channels)
+        channels = stem_out.active_out_channels or stem_out.out_channels
+        self.bn1.plan_weights(plan, channels)
+        for stage in self.stages:
+            channels = stage.plan_weights(plan, channels)
+        if isinstance(self.fc, DynamicLinear):
+            self.fc.plan_weights(plan, channels)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))  # (B, 3, H, W) -> (B, C_stem, H/4, W/4)

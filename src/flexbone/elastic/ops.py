@@ -20,8 +20,9 @@ first ``active_depth`` blocks).
 """
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn as nn
@@ -119,9 +120,10 @@ def _full_gradient(param: torch.Tensor | None, full_shape: torch.Size, sizes: tu
     """``grad`` written into the leading block of a full-size gradient, zero elsewhere (recycled if ``param`` is
     given and its kept gradient may be reused)."""
     full = _reusable_gradient(param, sizes, grad) if param is not None else None
-    if full is None:
-        full = grad.new_zeros(full_shape)
-    full[_block(sizes)] = grad
+    if full is None:  # zero-padded to the full shape: one operation
+        full = F.pad(grad, [p for n, g in zip(reversed(full_shape), reversed(grad.shape)) for p in (0, n - g)])
+    else:
+        full[_block(sizes)] = grad
     if param is not None:
         if not _handed_out:  # the first of this backward pass: forget them all when it ends (the hook may not run)
             torch.autograd.Variable._execution_engine.queue_callback(_handed_out.clear)
@@ -200,6 +202,171 @@ class _InferenceWeightCache:
         return super().train(mode)  # type: ignore[misc]
 
 
+# ------------------------------------------------------------------------------ the weights of a step, planned
+# A small sub-network's training step derives a few dozen weights (leading blocks, transformed kernels), each its own
+# autograd node: a fraction of a millisecond apiece on a CPU, and more when their Python runs between convolutions
+# that have just evicted the caches. So a supernet's ``forward`` plans them: before its layers run, it derives every
+# weight the active sub-network will use in one autograd node (one pass forward, one backward, each weight with the
+# arithmetic of the layer's own derivation, so the numbers are the same bit for bit) and hands each layer its tensors.
+# A layer takes them only if they are for the shapes it is about to use, and otherwise derives its own (a layer called
+# on its own, a checkpoint recomputing a block): a plan can cost time, never change a result.
+class _LeadingSlice:
+    """Plan entry: ``tensors[source][:n0, :n1, ...]`` (a view when only the first dimension is cut)."""
+    __slots__ = ("source", "sizes", "rows_only", "recycle")
+
+    def __init__(self, source: int, sizes: tuple[int, ...], rows_only: bool, recycle: torch.Tensor | None):
+        self.source, self.sizes, self.rows_only, self.recycle = source, sizes, rows_only, recycle
+
+
+class _SteppedKernel:
+    """Plan entry: a depthwise kernel stepped down through the kernel sizes (:func:`_step_down`)."""
+    __slots__ = ("source", "channels", "steps", "matrices", "recycle")
+
+    def __init__(self, source: int, channels: int, steps: tuple[tuple[int, int], ...], matrices: tuple[int, ...],
+                 recycle: torch.Tensor | None):
+        self.source, self.channels, self.steps, self.matrices, self.recycle = source, channels, steps, matrices, recycle
+
+
+class WeightPlan:
+    """The derived weights of one forward pass of a supernet, computed as one autograd node (see above).
+
+    Layers add their entries with their ``plan_weights`` methods; :meth:`hand_out` derives them all and gives each
+    layer its tensors, which its next forward takes (once) if the shapes match; :meth:`withdraw` takes back what
+    was not used."""
+
+    def __init__(self) -> None:
+        self._tensors: list[torch.Tensor] = []
+        self._index: dict[int, int] = {}  # id(tensor) -> position in _tensors
+        self._entries: list[_LeadingSlice | _SteppedKernel] = []
+        self._layers: list[tuple[nn.Module, object, int]] = []  # (layer, key, number of tensors)
+
+    def _source(self, tensor: torch.Tensor) -> int:
+        i = self._index.get(id(tensor))
+        if i is None:
+            i = self._index[id(tensor)] = len(self._tensors)
+            self._tensors.append(tensor)
+        return i
+
+    def leading(self, tensor: torch.Tensor, sizes: tuple[int, ...]) -> _LeadingSlice:
+        rows_only = len(sizes) == 1 or sizes[1:] == tensor.shape[1:len(sizes)]
+        recycle = _recyclable(tensor) if tensor.numel() >= RECYCLE_MIN_NUMEL else None
+        return _LeadingSlice(self._source(tensor), sizes, rows_only, recycle)
+
+    def kernel(self, weight: torch.Tensor, channels: int, steps: tuple[tuple[int, int], ...],
+               matrices: Sequence[torch.Tensor]) -> _SteppedKernel:
+        return _SteppedKernel(self._source(weight), channels, steps, tuple(self._source(m) for m in matrices),
+                              _recyclable(weight))
+
+    def add(self, layer: nn.Module, key: object, *entries: _LeadingSlice | _SteppedKernel) -> None:
+        """``layer``'s next forward, if its shapes give ``key``, takes the tensors of ``entries`` (in order)."""
+        self._entries.extend(entries)
+        self._layers.append((layer, key, len(entries)))
+
+    def hand_out(self) -> None:
+        if not any(t.requires_grad for t in self._tensors):
+            return  # nothing to differentiate: the layers' own (cached in eval) derivations are as cheap
+        outputs = _PlannedWeights.apply(tuple(self._entries), *self._tensors)
+        at = 0
+        for layer, key, n in self._layers:
+            vars(layer)["_planned"] = (key, outputs[at:at + n])  # plain attribute, past nn.Module.__setattr__
+            at += n
+
+    def withdraw(self) -> None:
+        for layer, _, _ in self._layers:
+            vars(layer).pop("_planned", None)
+
+
+def _take_planned(layer: nn.Module, key: object) -> tuple[torch.Tensor, ...] | None:
+    """The tensors planned for ``layer`` (used once), if they were planned for ``key``."""
+    planned = vars(layer).pop("_planned", None)
+    return planned[1] if planned is not None and planned[0] == key else None
+
+
+@contextlib.contextmanager
+def planned_weights(model: nn.Module) -> Iterator[None]:
+    """Within the block, ``model``'s layers take the weights that ``model.plan_weights(plan)`` planned, derived in
+    one autograd node. Only where autograd records (a training step); not while compiling, exporting or tracing,
+    nor with gradient checkpointing (a recomputed block must repeat its own operations)."""
+    if not torch.is_grad_enabled() or getattr(model, "grad_checkpointing", False) or torch.jit.is_tracing() \
+            or torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        yield
+        return
+    plan = WeightPlan()
+    try:
+        model.plan_weights(plan)
+        plan.hand_out()
+        yield
+    finally:
+        plan.withdraw()
+
+
+class _PlannedWeights(torch.autograd.Function):
+    """All entries of a :class:`WeightPlan` as one autograd node. Forward and backward do, entry by entry, what
+    :class:`_LeadingBlock` and :class:`_TransformedKernel` do for one weight."""
+
+    @staticmethod
+    def forward(ctx, entries: tuple[_LeadingSlice | _SteppedKernel, ...], *tensors: torch.Tensor
+                ) -> tuple[torch.Tensor, ...]:
+        with _autocast_off(tensors[0]):
+            return _PlannedWeights._forward(ctx, entries, tensors)
+
+    @staticmethod
+    def _forward(ctx, entries: tuple[_LeadingSlice | _SteppedKernel, ...], tensors: tuple[torch.Tensor, ...]
+                 ) -> tuple[torch.Tensor, ...]:
+        outputs, saved, counts = [], [], []
+        for e in entries:
+            source = tensors[e.source]
+            if type(e) is _LeadingSlice:
+                outputs.append(source[:e.sizes[0]] if e.rows_only else source[_block(e.sizes)].contiguous())
+                counts.append(0)
+                continue
+            matrices, crops = [tensors[i] for i in e.matrices], []
+            outputs.append(_step_down(source, e.channels, e.steps, matrices, crops))
+            saved += crops + matrices
+            counts.append(len(crops) + len(matrices))
+        ctx.save_for_backward(*saved)
+        ctx.entries, ctx.counts, ctx.shapes = entries, counts, [t.shape for t in tensors]
+        ctx.set_materialize_grads(False)  # an entry whose layer did not run gets no gradient
+        return tuple(outputs)
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        given = [g for g in grads if g is not None]
+        if not given:
+            return (None,) * (1 + len(ctx.shapes))
+        with _autocast_off(given[0]):
+            return _PlannedWeights._backward(ctx, grads)
+
+    @staticmethod
+    def _backward(ctx, grads: tuple[torch.Tensor | None, ...]) -> tuple[torch.Tensor | None, ...]:
+        saved, needs, shapes = ctx.saved_tensors, ctx.needs_input_grad[1:], ctx.shapes
+        result: list[torch.Tensor | None] = [None] * len(shapes)
+
+        def add(i: int, grad: torch.Tensor) -> None:  # a tensor used by two entries gets the sum
+            result[i] = grad if result[i] is None else result[i] + grad
+
+        at = 0
+        for e, grad, count in zip(ctx.entries, grads, ctx.counts):
+            mine, at = saved[at:at + count], at + count
+            if grad is None:
+                continue
+            if type(e) is _LeadingSlice:
+                if needs[e.source]:
+                    add(e.source, _full_gradient(e.recycle, shapes[e.source], e.sizes, grad))
+                continue
+            n = len(e.steps)
+            weight_grad, matrix_grads = _step_down_backward(grad, e.channels, e.steps, mine[:n], mine[n:],
+                                                            [needs[i] for i in e.matrices])
+            if needs[e.source]:
+                if e.channels != shapes[e.source][0]:
+                    weight_grad = _full_gradient(e.recycle, shapes[e.source], (e.channels,), weight_grad)
+                add(e.source, weight_grad)
+            for i, g in zip(e.matrices, matrix_grads):
+                if g is not None:
+                    add(i, g)
+        return (None, *result)
+
+
 # ------------------------------------------------------------------------------------------ layers
 class DynamicConv2d(_InferenceWeightCache, nn.Conv2d):
     """``nn.Conv2d`` with elastic input channels (from the input) and output channels (``active_out_channels``).
@@ -220,9 +387,21 @@ class DynamicConv2d(_InferenceWeightCache, nn.Conv2d):
         out_channels = _check_active("active_out_channels", out_channels or self.active_out_channels, self.out_channels)
         return leading_block(self.weight, (out_channels, in_channels))
 
+    def plan_weights(self, plan: WeightPlan, in_channels: int, out_channels: int | None = None) -> None:
+        """Plan the weight (and bias) of a forward on ``in_channels`` with ``out_channels`` (default: active)."""
+        out_channels = out_channels or self.active_out_channels or self.out_channels
+        if (in_channels, out_channels) != (self.in_channels, self.out_channels) \
+                and 0 < in_channels <= self.in_channels and 0 < out_channels <= self.out_channels:
+            bias = () if self.bias is None else (plan.leading(self.bias, (out_channels,)),)
+            plan.add(self, (in_channels, out_channels), plan.leading(self.weight, (out_channels, in_channels)), *bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         in_chs = x.shape[1]
         out_chs = self.active_out_channels or self.out_channels
+        planned = _take_planned(self, (in_chs, out_chs))
+        if planned is not None:
+            bias = planned[1] if len(planned) > 1 else None
+            return F.conv2d(x, planned[0], bias, self.stride, self.padding, self.dilation)
         if in_chs == self.in_channels and out_chs == self.out_channels:
             return super().forward(x)
         if in_chs > self.in_channels:
@@ -254,6 +433,13 @@ def _step_down(weight: torch.Tensor, channels: int, steps: Sequence[tuple[int, i
     return weight
 
 
+def _autocast_off(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Autocast switched off on ``tensor``'s device (if on): a derived weight keeps its parameter's dtype, and the
+    layer that uses it casts it, so that forward and backward of the derivation agree on dtypes."""
+    device = tensor.device.type
+    return torch.autocast(device, enabled=False) if torch.is_autocast_enabled(device) else contextlib.nullcontext()
+
+
 class _TransformedKernel(torch.autograd.Function):
     """:func:`_step_down` as one autograd node (a dozen when differentiated op by op: slices, reshapes, matrix
     products). The same arithmetic both ways: the forward is :func:`_step_down`; the backward computes what
@@ -264,29 +450,42 @@ class _TransformedKernel(torch.autograd.Function):
     def forward(ctx, weight: torch.Tensor, channels: int, steps: tuple[tuple[int, int], ...],
                 param: torch.Tensor | None, *matrices: torch.Tensor) -> torch.Tensor:
         crops: list[torch.Tensor] = []
-        out = _step_down(weight, channels, steps, matrices, crops)
+        with _autocast_off(weight):
+            out = _step_down(weight, channels, steps, matrices, crops)
         ctx.save_for_backward(*crops, *matrices)
         ctx.channels, ctx.steps, ctx.full_shape, ctx.param = channels, steps, weight.shape, param
         return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        n, c = len(ctx.steps), ctx.channels
+        n = len(ctx.steps)
         saved = ctx.saved_tensors  # once: activation checkpointing unpacks each saved tensor a single time
-        crops, matrices = saved[:n], saved[n:]
-        matrix_grads: list[torch.Tensor | None] = [None] * n
-        for i in reversed(range(n)):
-            big, small = ctx.steps[i]
-            g = grad.reshape(c, small * small)
-            if ctx.needs_input_grad[4 + i]:
-                matrix_grads[i] = g.t().mm(crops[i])  # d(crop @ M^T)/dM
-            centre = _centre(big, small)
-            grad = g.new_zeros(c, 1, big, big)
-            grad[:, :, centre, centre] = g.mm(matrices[i]).view(c, 1, small, small)  # d(crop @ M^T)/d(crop)
-        weight_grad = None
-        if ctx.needs_input_grad[0]:
-            weight_grad = grad if c == ctx.full_shape[0] else _full_gradient(ctx.param, ctx.full_shape, (c,), grad)
+        with _autocast_off(grad):
+            weight_grad, matrix_grads = _step_down_backward(grad, ctx.channels, ctx.steps, saved[:n], saved[n:],
+                                                            ctx.needs_input_grad[4:])
+        if not ctx.needs_input_grad[0]:
+            weight_grad = None
+        elif ctx.channels != ctx.full_shape[0]:
+            weight_grad = _full_gradient(ctx.param, ctx.full_shape, (ctx.channels,), weight_grad)
         return (weight_grad, None, None, None, *matrix_grads)
+
+
+def _step_down_backward(grad: torch.Tensor, channels: int, steps: Sequence[tuple[int, int]],
+                        crops: Sequence[torch.Tensor], matrices: Sequence[torch.Tensor], needs_matrix_grad: Sequence[bool]
+                        ) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+    """The gradients of :func:`_step_down` (given its saved ``crops``): that of ``weight[:channels]`` and those of
+    the matrices (None where not needed). What autograd computes for the op-by-op graph (``F.linear``'s derivative,
+    the same matrix products in the same order), so the numbers are the same bit for bit."""
+    c, n = channels, len(steps)
+    matrix_grads: list[torch.Tensor | None] = [None] * n
+    for i in reversed(range(n)):
+        big, small = steps[i]
+        g = grad.reshape(c, small * small)
+        if needs_matrix_grad[i]:
+            matrix_grads[i] = g.t().mm(crops[i])  # d(crop @ M^T)/dM
+        border = (big - small) // 2  # d(crop @ M^T)/d(crop), zero-padded back to the bigger kernel
+        grad = F.pad(g.mm(matrices[i]).view(c, 1, small, small), (border, border, border, border))
+    return grad, matrix_grads
 
 
 class DynamicDepthwiseConv2d(_InferenceWeightCache, nn.Conv2d):
@@ -310,13 +509,17 @@ class DynamicDepthwiseConv2d(_InferenceWeightCache, nn.Conv2d):
             self.register_parameter(f"{big}to{small}_matrix", nn.Parameter(torch.eye(small * small)))
         self.active_kernel_size: int | None = None  # None = largest
 
+    def _steps(self, k: int) -> tuple[tuple[int, int], ...]:
+        """The ``(big, small)`` steps from the largest kernel down to ``k``: 7 -> 5 -> 3."""
+        return tuple((big, small) for big, small in zip(self.kernel_sizes[:0:-1], self.kernel_sizes[-2::-1])
+                     if small >= k)
+
     def active_weight(self, channels: int, kernel_size: int | None = None) -> torch.Tensor:
         """The ``(channels, 1, k, k)`` filter of the active (or given) kernel size."""
         k = kernel_size or self.active_kernel_size or self.kernel_sizes[-1]
         if k not in self.kernel_sizes:
             raise ValueError(f"kernel size {k} is not one of {self.kernel_sizes}")
-        steps = tuple((big, small) for big, small in zip(self.kernel_sizes[:0:-1], self.kernel_sizes[-2::-1])
-                      if small >= k)  # 7 -> 5 -> 3, down to k
+        steps = self._steps(k)
         if not steps:
             return leading_block(self.weight, (channels,))
         matrices = [getattr(self, f"{big}to{small}_matrix") for big, small in steps]
@@ -325,9 +528,26 @@ class DynamicDepthwiseConv2d(_InferenceWeightCache, nn.Conv2d):
             return _TransformedKernel.apply(self.weight, channels, steps, _recyclable(self.weight), *matrices)
         return _step_down(self.weight, channels, steps, matrices)
 
+    def plan_weights(self, plan: WeightPlan, channels: int, kernel_size: int | None = None) -> None:
+        """Plan the filter of a forward on ``channels`` with ``kernel_size`` (default: the active one)."""
+        k = kernel_size or self.active_kernel_size or self.kernel_sizes[-1]
+        if k not in self.kernel_sizes or not 0 < channels <= self.in_channels \
+                or (channels == self.in_channels and k == self.kernel_sizes[-1]):
+            return
+        steps = self._steps(k)
+        if not steps:
+            plan.add(self, (channels, k), plan.leading(self.weight, (channels,)))
+        else:
+            matrices = [getattr(self, f"{big}to{small}_matrix") for big, small in steps]
+            plan.add(self, (channels, k), plan.kernel(self.weight, channels, steps, matrices))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = x.shape[1]
         k = self.active_kernel_size or self.kernel_sizes[-1]
+        planned = _take_planned(self, (channels, k))
+        if planned is not None:
+            return F.conv2d(x, planned[0], None, self.stride, get_padding(k, self.stride[0], self.dilation[0]),
+                            self.dilation, groups=channels)
         if channels > self.in_channels:
             raise ValueError(f"{channels} input channels, but this layer has at most {self.in_channels}")
         if channels == self.in_channels and k == self.kernel_sizes[-1]:
@@ -339,8 +559,7 @@ class DynamicDepthwiseConv2d(_InferenceWeightCache, nn.Conv2d):
         return F.conv2d(x, weight, None, self.stride, padding, self.dilation, groups=channels)
 
     def _matrices(self) -> list[torch.Tensor]:
-        return [getattr(self, f"{big}to{small}_matrix")
-                for big, small in zip(self.kernel_sizes[:0:-1], self.kernel_sizes[-2::-1])]
+        return [getattr(self, f"{big}to{small}_matrix") for big, small in self._steps(self.kernel_sizes[0])]
 
     @torch.no_grad()
     def copy_to(self, conv: nn.Conv2d) -> None:
@@ -357,12 +576,20 @@ class DynamicBatchNorm2d(BatchNorm2d):
     place on the input, as flexbone's static ``BatchNorm2d`` does (the input is a dynamic conv's fresh output).
     """
 
+    def plan_weights(self, plan: WeightPlan, channels: int) -> None:
+        """Plan the affine parameters of a forward on ``channels``."""
+        if self.weight is not None and self.bias is not None and 0 < channels < self.num_features:
+            plan.add(self, channels, plan.leading(self.weight, (channels,)), plan.leading(self.bias, (channels,)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
+        planned = _take_planned(self, c)
         if c > self.num_features:
             raise ValueError(f"{c} input channels, but this layer has at most {self.num_features}")
-        if c == self.num_features or self._normalise_in_place(x):
+        if planned is None and (c == self.num_features or self._normalise_in_place(x)):
             return super().forward(x)
+        weight, bias = planned if planned is not None else (
+            self.weight[:c] if self.weight is not None else None, self.bias[:c] if self.bias is not None else None)
         factor = 0.0
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
@@ -372,9 +599,7 @@ class DynamicBatchNorm2d(BatchNorm2d):
             x,
             self.running_mean[:c] if self.running_mean is not None else None,  # views: updated in place
             self.running_var[:c] if self.running_var is not None else None,
-            self.weight[:c] if self.weight is not None else None,
-            self.bias[:c] if self.bias is not None else None,
-            use_batch_stats, factor, self.eps,
+            weight, bias, use_batch_stats, factor, self.eps,
         )
 
     @torch.no_grad()
@@ -396,9 +621,20 @@ class DynamicLinear(_InferenceWeightCache, nn.Linear):
         super().__init__(in_features, out_features, bias=bias)
         self.active_out_features: int | None = None  # None = all
 
+    def plan_weights(self, plan: WeightPlan, in_features: int) -> None:
+        """Plan the weight (and bias) of a forward on ``in_features``."""
+        out_f = self.active_out_features or self.out_features
+        if (in_features, out_f) != (self.in_features, self.out_features) \
+                and 0 < in_features <= self.in_features and 0 < out_f <= self.out_features:
+            bias = () if self.bias is None else (plan.leading(self.bias, (out_f,)),)
+            plan.add(self, (in_features, out_f), plan.leading(self.weight, (out_f, in_features)), *bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         in_f = x.shape[-1]
         out_f = _check_active("active_out_features", self.active_out_features, self.out_features)
+        planned = _take_planned(self, (in_f, out_f))
+        if planned is not None:
+            return F.linear(x, planned[0], planned[1] if len(planned) > 1 else None)
         if in_f == self.in_features and out_f == self.out_features:
             return super().forward(x)
         bias = self.bias[:out_f] if self.bias is not None else None
@@ -431,6 +667,11 @@ class DynamicSqueezeExcite(nn.Module):
     def reduced_channels(self, channels: int) -> int:
         return make_divisible(channels * self.rd_ratio, self.rd_divisor)
 
+    def plan_weights(self, plan: WeightPlan, channels: int) -> None:
+        reduced = self.reduced_channels(channels)
+        self.conv_reduce.plan_weights(plan, channels, reduced)
+        self.conv_expand.plan_weights(plan, reduced, channels)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
         self.conv_reduce.active_out_channels = self.reduced_channels(c)
@@ -452,6 +693,12 @@ class ElasticDepth(nn.Sequential):
         depth = _check_active("active_depth", self.active_depth, len(self))
         return list(self)[:depth]
 
+    def plan_weights(self, plan: WeightPlan, in_channels: int) -> int:
+        """Plan the active blocks' weights for an input of ``in_channels``; returns the output channels."""
+        for block in self.active_blocks():
+            in_channels = block.plan_weights(plan, in_channels)
+        return in_channels
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.active_blocks():
             x = block(x)
@@ -470,6 +717,12 @@ class DynamicStemResidual(nn.Module):
         self.bn = DynamicBatchNorm2d(channels)
         self.act = get_act_layer(act_layer)(inplace=True)
         self.active = True
+
+    def plan_weights(self, plan: WeightPlan, in_channels: int) -> int:
+        if self.active:
+            self.conv.plan_weights(plan, in_channels, in_channels)
+            self.bn.plan_weights(plan, in_channels)
+        return in_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.active:
@@ -530,6 +783,18 @@ class DynamicBottleneck(nn.Module):
     def active_mid_channels(self) -> int:
         expand = self.active_expand_ratio or self.expand_ratios[-1]
         return self.mid_channels(self.active_out_channels or self.out_channels, expand)
+
+    def plan_weights(self, plan: WeightPlan, in_channels: int) -> int:
+        """Plan the weights of a forward on ``in_channels``; returns the output channels."""
+        out_chs, mid = self.active_out_channels or self.out_channels, self.active_mid_channels()
+        for conv, bn, n_in, n_out in ((self.conv1, self.bn1, in_channels, mid), (self.conv2, self.bn2, mid, mid),
+                                      (self.conv3, self.bn3, mid, out_chs)):
+            conv.plan_weights(plan, n_in, n_out)
+            bn.plan_weights(plan, n_out)
+        if self.downsample is not None:
+            self.downsample[-2].plan_weights(plan, in_channels, out_chs)
+            self.downsample[-1].plan_weights(plan, out_chs)
+        return out_chs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out_chs = self.active_out_channels or self.out_channels
@@ -607,6 +872,20 @@ class DynamicInvertedResidual(nn.Module):
     @staticmethod
     def mid_channels(in_channels: int, expand_ratio: float) -> int:
         return make_divisible(round(in_channels * expand_ratio), CHANNEL_DIVISOR)
+
+    def plan_weights(self, plan: WeightPlan, in_channels: int) -> int:
+        """Plan the weights of a forward on ``in_channels``; returns the output channels."""
+        mid = self.mid_channels(in_channels, self.active_expand_ratio or self.expand_ratios[-1])
+        out_chs = self.active_out_channels or self.out_channels
+        self.conv_pw.plan_weights(plan, in_channels, mid)
+        self.bn1.plan_weights(plan, mid)
+        self.conv_dw.plan_weights(plan, mid, self.active_kernel_size)
+        self.bn2.plan_weights(plan, mid)
+        if isinstance(self.se, DynamicSqueezeExcite):
+            self.se.plan_weights(plan, mid)
+        self.conv_pwl.plan_weights(plan, mid, out_chs)
+        self.bn3.plan_weights(plan, out_chs)
+        return out_chs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         expand = self.active_expand_ratio or self.expand_ratios[-1]
