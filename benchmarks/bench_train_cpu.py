@@ -231,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
               "the numbers mean nothing)" if args.tiny else ""), "",
               f"Environment: {(env['device_name'] + ', ') if name == 'gpu' else ''}{env['cpu']} "
               f"({env['cpu_count']} logical cores), torch "
-              f"{env['torch_version']}, timm {env.get('timm_version', '?')}, flexbone {env['flexbone_version']}; "
+              f"{env['torch_version']}, timm {env.get('timm_version', '?')}, flexbone {env['flexbone_version']}"
+              f"{' (git ' + env['flexbone_revision'] + ')' if env.get('flexbone_revision') else ''}; "
               f"{env['threads']} torch threads; load average (1/5/15 min) {_load(load_before)} before, "
               f"{_load(load_after)} after.", "",
               f"Loop: `flexbone.train.engine.train_one_epoch` (forward, cross-entropy, backward, SGD momentum 0.9 "

@@ -161,3 +161,26 @@ def test_write_report_writes_json_and_markdown(tmp_path):
     json_path, md_path = write_report(tmp_path / "new", "suite_cpu", {"ratios": [1.5]}, "# table\n")
     assert json.loads(json_path.read_text()) == {"ratios": [1.5]}
     assert md_path.read_text() == "# table\n" and md_path.name == "suite_cpu.md"
+
+
+def test_environment_records_the_source_revision(monkeypatch):
+    """Benchmark results name the commit they measured (git's own answer), or None outside a checkout."""
+    import pathlib
+    import subprocess
+
+    from flexbone.bench import throughput
+
+    root = pathlib.Path(flexbone.__file__).resolve().parents[2]
+    revision = throughput.environment()["flexbone_revision"]
+    if (root / ".git").exists() and (root / "src" / "flexbone").exists():
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        assert revision is not None and revision.split("+")[0] == head
+    else:
+        assert revision is None
+
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(throughput.subprocess, "run", no_git)
+    assert throughput.source_revision() is None

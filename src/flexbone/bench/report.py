@@ -67,6 +67,7 @@ def report_header(title: str, env: dict[str, Any], threads: int, load_before: Se
         return "/".join(f"{v:.2f}" for v in values)
 
     versions = "".join(f", {name} {env.get(f'{name}_version', '?')}" for name in packages)
+    revision = f" (git {env['flexbone_revision']})" if env.get("flexbone_revision") else ""
     return [
         f"# {title}",
         "",
@@ -74,7 +75,8 @@ def report_header(title: str, env: dict[str, Any], threads: int, load_before: Se
         f"Started: {env['started_utc']}",
         "",
         f"Environment: {env['cpu']} ({env['cpu_count']} logical cores), {env['platform']}, "
-        f"Python {env['python_version']}, torch {env['torch_version']}{versions}, flexbone {env['flexbone_version']}; "
+        f"Python {env['python_version']}, torch {env['torch_version']}{versions}, flexbone {env['flexbone_version']}"
+        f"{revision}; "
         f"{threads} torch threads; load average (1/5/15 min) {load(load_before)} before, {load(load_after)} after.",
     ]
 

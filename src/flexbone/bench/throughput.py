@@ -42,6 +42,7 @@ import contextlib
 import importlib.metadata
 import os
 import platform
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -168,12 +169,32 @@ def device_name(device: str | torch.device) -> str:
     return f"{cpu_name()} ({os.cpu_count()} logical cores)"
 
 
+def source_revision() -> str | None:
+    """The git commit of the flexbone source tree this process runs (``+modified`` when tracked files differ from
+    it), or None when flexbone is not imported from a git checkout's ``src/flexbone`` (e.g. an installed wheel)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", package, *args], capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+
+    try:
+        top = git("rev-parse", "--show-toplevel")
+        if os.path.realpath(os.path.join(top, "src", "flexbone")) != os.path.realpath(package):
+            return None  # flexbone installed inside some other repository (a virtual environment in a checkout)
+        commit = git("rev-parse", "--short=12", "HEAD")
+        return commit + ("+modified" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def environment(device: str = "cpu") -> dict[str, Any]:
-    """Where a measurement ran: versions, device, threads."""
+    """Where a measurement ran: versions (and the source revision, in a git checkout), device, threads."""
     from .. import __version__
 
     env = {
         "flexbone_version": __version__,
+        "flexbone_revision": source_revision(),
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "platform": platform.platform(),
