@@ -67,3 +67,23 @@ def test_two_process_gloo_run_matches_single_process(tmp_path, monkeypatch):
         assert a["train_images"] == b["train_images"] == 3 * 16  # each process took half of the global batch
         assert a["eval_top1"] == pytest.approx(b["eval_top1"])  # evaluation shards summed over processes
         assert a["eval_loss"] == pytest.approx(b["eval_loss"], rel=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.cli
+def test_two_process_supernet_sandwich_run(tmp_path):
+    """A supernet under DDP (find_unused_parameters: a sub-network leaves weights unused): the sandwich rule's
+    several forwards per step, each deriving its weights in one planned autograd node, reduce and finish."""
+    toy = json.dumps(dict(stem_width=8, first_block=[8, "relu", True], final_expand_width=32, head_width=32,
+                          units=[[8, 1, "relu", False], [16, 2, "relu", True], [24, 2, "hard_swish", True]]))
+    args = ["--recipe", "sandwich_mbv3", "--model.kwargs", toy, "--data.dataset", "digits", "--data.img_size", "16",
+            "--data.test_img_size", "16", "--data.crop_pct", "1.0", "--data.batch_size", "16", "--data.workers", "0",
+            "--data.digits_test_fraction", "0.05", "--aug.no_crop", "true", "--aug.hflip", "0",
+            "--elastic.resolutions", "[]", "--elastic.bn_batches", "2", "--schedule.warmup_epochs", "0",
+            "--schedule.epochs", "1", "--train.max_steps_per_epoch", "3", "--train.log_interval", "1",
+            "--no-progress", "--threads", "1", "--train.output_dir", str(tmp_path)]
+    _launch([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+             str(WORKER), "ddp", *args], tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp-rank0"]
+    steps = [json.loads(line) for line in (tmp_path / "ddp-rank0" / "steps.jsonl").read_text().splitlines()]
+    assert len(steps) == 3 and all(torch.isfinite(torch.tensor(s["loss"])) for s in steps)
