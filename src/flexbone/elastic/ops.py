@@ -71,6 +71,16 @@ def _block(sizes: Sequence[int]) -> tuple[slice, ...]:
     return tuple(slice(0, n) for n in sizes)
 
 
+def _cuts_rows_only(tensor: torch.Tensor, sizes: tuple[int, ...]) -> bool:
+    """Whether ``sizes`` cut only the first dimension of ``tensor`` (its leading block is then a view)."""
+    return len(sizes) <= tensor.dim() and sizes[1:] == tensor.shape[1:len(sizes)]
+
+
+def _leading(tensor: torch.Tensor, sizes: tuple[int, ...], rows_only: bool) -> torch.Tensor:
+    """``tensor[:n0, :n1, ...]``: a view when only the first dimension is cut, else a contiguous copy."""
+    return tensor[:sizes[0]] if rows_only else tensor[_block(sizes)].contiguous()
+
+
 def _keep_gradient(param: torch.Tensor) -> None:
     """Post-accumulate-grad hook: keep ``param.grad`` if it is, unchanged, the tensor our backward handed to autograd
     (not summed with another use of ``param``, not replaced by a wrapper such as DDP's)."""
@@ -106,7 +116,7 @@ def _reusable_gradient(param: torch.Tensor, sizes: tuple[int, ...], grad: torch.
 
 def _recyclable(tensor: torch.Tensor) -> torch.Tensor | None:
     """``tensor`` if its full-size gradient is worth recycling (a large trainable parameter), else None."""
-    if not (tensor.is_leaf and tensor.requires_grad) or tensor.numel() < RECYCLE_MIN_NUMEL \
+    if tensor.numel() < RECYCLE_MIN_NUMEL or not (tensor.is_leaf and tensor.requires_grad) \
             or torch.compiler.is_compiling():
         return None
     if tensor not in _watched:
@@ -146,7 +156,7 @@ class _LeadingBlock(torch.autograd.Function):
     @staticmethod
     def forward(ctx, param: torch.Tensor, sizes: tuple[int, ...], rows_only: bool) -> torch.Tensor:
         ctx.param, ctx.sizes = param, sizes
-        return param[:sizes[0]] if rows_only else param[_block(sizes)].contiguous()
+        return _leading(param, sizes, rows_only)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
@@ -159,11 +169,11 @@ def leading_block(tensor: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
     Cutting only the first dimension (a conv's output channels, a norm's features) leaves a view, laid out as
     ``tensor``: no copy. Other cuts copy the block into a contiguous tensor."""
     sizes = tuple(sizes)
-    rows_only = len(sizes) <= tensor.dim() and sizes[1:] == tuple(tensor.shape[1:len(sizes)])
+    rows_only = _cuts_rows_only(tensor, sizes)
     if torch.is_grad_enabled() and _recyclable(tensor) is not None:
         return _LeadingBlock.apply(tensor, sizes, rows_only)
     # small tensors: autograd's own (C++) slice backward costs less than a Python one
-    return tensor[:sizes[0]] if rows_only else tensor[_block(sizes)].contiguous()
+    return _leading(tensor, sizes, rows_only)
 
 
 class _InferenceWeightCache:
@@ -248,9 +258,7 @@ class WeightPlan:
         return i
 
     def leading(self, tensor: torch.Tensor, sizes: tuple[int, ...]) -> _LeadingSlice:
-        rows_only = len(sizes) == 1 or sizes[1:] == tensor.shape[1:len(sizes)]
-        recycle = _recyclable(tensor) if tensor.numel() >= RECYCLE_MIN_NUMEL else None
-        return _LeadingSlice(self._source(tensor), sizes, rows_only, recycle)
+        return _LeadingSlice(self._source(tensor), sizes, _cuts_rows_only(tensor, sizes), _recyclable(tensor))
 
     def kernel(self, weight: torch.Tensor, channels: int, steps: tuple[tuple[int, int], ...],
                matrices: Sequence[torch.Tensor]) -> _SteppedKernel:
@@ -317,7 +325,7 @@ class _PlannedWeights(torch.autograd.Function):
         for e in entries:
             source = tensors[e.source]
             if type(e) is _LeadingSlice:
-                outputs.append(source[:e.sizes[0]] if e.rows_only else source[_block(e.sizes)].contiguous())
+                outputs.append(_leading(source, e.sizes, e.rows_only))
                 counts.append(0)
                 continue
             matrices, crops = [tensors[i] for i in e.matrices], []
@@ -522,7 +530,7 @@ class DynamicDepthwiseConv2d(_InferenceWeightCache, nn.Conv2d):
         steps = self._steps(k)
         if not steps:
             return leading_block(self.weight, (channels,))
-        matrices = [getattr(self, f"{big}to{small}_matrix") for big, small in steps]
+        matrices = self._matrices(k)
         if torch.is_grad_enabled() and not torch.compiler.is_compiling() and (
                 self.weight.requires_grad or any(m.requires_grad for m in matrices)):
             return _TransformedKernel.apply(self.weight, channels, steps, _recyclable(self.weight), *matrices)
@@ -538,8 +546,7 @@ class DynamicDepthwiseConv2d(_InferenceWeightCache, nn.Conv2d):
         if not steps:
             plan.add(self, (channels, k), plan.leading(self.weight, (channels,)))
         else:
-            matrices = [getattr(self, f"{big}to{small}_matrix") for big, small in steps]
-            plan.add(self, (channels, k), plan.kernel(self.weight, channels, steps, matrices))
+            plan.add(self, (channels, k), plan.kernel(self.weight, channels, steps, self._matrices(k)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = x.shape[1]
@@ -558,8 +565,9 @@ class DynamicDepthwiseConv2d(_InferenceWeightCache, nn.Conv2d):
         padding = get_padding(k, self.stride[0], self.dilation[0])
         return F.conv2d(x, weight, None, self.stride, padding, self.dilation, groups=channels)
 
-    def _matrices(self) -> list[torch.Tensor]:
-        return [getattr(self, f"{big}to{small}_matrix") for big, small in self._steps(self.kernel_sizes[0])]
+    def _matrices(self, k: int | None = None) -> list[torch.Tensor]:
+        """The transformation matrices of the steps down to kernel ``k`` (default: to the smallest)."""
+        return [getattr(self, f"{big}to{small}_matrix") for big, small in self._steps(k or self.kernel_sizes[0])]
 
     @torch.no_grad()
     def copy_to(self, conv: nn.Conv2d) -> None:
