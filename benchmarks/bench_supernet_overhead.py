@@ -23,6 +23,8 @@ Targets (issue 4): flexbone <= 1.05x at both ends; the reference is reported to 
     .venv/bin/python benchmarks/bench_supernet_overhead.py                         # the real run (minutes)
     .venv/bin/python benchmarks/bench_supernet_overhead.py --batch-size 2 --img-size 64 --repeats 2 --warmup 1 \
         --out-dir /tmp/bench_check                                                   # a quick check that it works
+    .venv/bin/python benchmarks/bench_supernet_overhead.py --ends min --modes train --processes 9 \
+        --out-dir /tmp/min_train                                # one end and mode again, with more processes
 
 Writes ``supernet_overhead.json`` (every number, environment, command) and ``supernet_overhead.md`` (a table) to
 ``--out-dir`` (default ``benchmarks/results``). Run it on a quiet machine: the load average before and after the
@@ -145,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--supernets", nargs="+", default=list(SUPERNETS), choices=SUPERNETS, help="which supernets")
+    p.add_argument("--ends", nargs="+", default=["max", "min"], choices=["max", "min"],
+                   help="which ends of the space: the largest and/or the smallest sub-network")
     p.add_argument("--modes", nargs="+", default=["infer", "train"], choices=["infer", "train"])
     p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
     p.add_argument("--img-size", type=int, default=160, help="input size, px (default 160, within OFA's 128-224)")
@@ -160,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now(datetime.timezone.utc)
     rows: list[dict[str, Any]] = []
     for name in args.supernets:
-        for end in ("max", "min"):
+        for end in args.ends:
             for mode in args.modes:
                 print(f"== {name} {end} {mode}: batch {args.batch_size}, {args.img_size} px", flush=True)
                 for process in range(args.processes):
