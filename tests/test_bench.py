@@ -9,7 +9,7 @@ import torchvision
 
 import flexbone
 from flexbone.bench import BenchSettings, count_macs, count_params, measure, model_complexity, prepare
-from flexbone.bench.report import write_report, write_results
+from flexbone.bench.report import median_interval, write_report, write_results
 from flexbone.bench.throughput import Runner, make_input, round_order
 from flexbone.errors import ConfigError
 from flexbone.models import model_family
@@ -184,3 +184,26 @@ def test_environment_records_the_source_revision(monkeypatch):
 
     monkeypatch.setattr(throughput.subprocess, "run", no_git)
     assert throughput.source_revision() is None
+
+
+@pytest.mark.parametrize("n", [6, 7, 9, 17, 20, 31, 58])
+def test_median_interval_equals_scipys_order_statistic_interval(n):
+    stats = pytest.importorskip("scipy.stats")
+    values = torch.randn(n, generator=torch.Generator().manual_seed(n)).tolist()
+    low, high, coverage = median_interval(values)
+    reference = stats.quantile_test(values, q=0.0, p=0.5).confidence_interval(confidence_level=0.95)
+    assert (low, high) == (reference.low, reference.high)
+    k = sorted(values).index(low) + 1  # the interval is the k-th smallest to the k-th largest value
+    assert sorted(values)[-k] == high
+    assert coverage == pytest.approx(1 - 2 * stats.binom.cdf(k - 1, n, 0.5)) and coverage >= 0.95
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_median_interval_of_few_values_is_their_range_with_its_lower_coverage(n):
+    stats = pytest.importorskip("scipy.stats")
+    values = [float(v) for v in range(n, 0, -1)]
+    low, high, coverage = median_interval(values)
+    assert (low, high) == (1.0, float(n))
+    assert coverage == pytest.approx(1 - 2 * stats.binom.cdf(0, n, 0.5)) and coverage < 0.95
+    with pytest.raises(ValueError):
+        median_interval([])

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -11,6 +12,29 @@ from typing import Any, Sequence
 from ..errors import ConfigError
 
 RESULT_FORMATS = (".json", ".csv")
+
+
+def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """A distribution-free confidence interval for the median of the population ``values`` were drawn from
+    (e.g. one figure per fresh process): ``(low, high, coverage)``.
+
+    The interval runs from the k-th smallest to the k-th largest value, with the largest k whose coverage,
+    ``1 - 2 P(B < k)`` for B ~ Binomial(n, 1/2), is still at least ``confidence``. With too few values for that
+    (n < 6 at 95 %) it is the whole range, and ``coverage`` says how much less it covers."""
+    x = sorted(values)
+    n = len(x)
+    if n == 0:
+        raise ValueError("median_interval of no values")
+    k, below = 1, 1  # below = C(n, 0) + ... + C(n, k - 1)
+    low, high, coverage = x[0], x[-1], 1 - 2 * below / 2 ** n
+    while k < (n + 1) // 2:
+        below += math.comb(n, k)
+        k += 1
+        wider = 1 - 2 * below / 2 ** n
+        if wider < confidence:
+            break
+        low, high, coverage = x[k - 1], x[n - k], wider
+    return low, high, max(coverage, 0.0)
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None) -> str:
