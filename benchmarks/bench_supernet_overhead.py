@@ -25,6 +25,8 @@ Targets (issue 4): flexbone <= 1.05x at both ends; the reference is reported to 
         --out-dir /tmp/bench_check                                                   # a quick check that it works
     .venv/bin/python benchmarks/bench_supernet_overhead.py --ends min --modes train --processes 9 \
         --out-dir /tmp/min_train                                # one end and mode again, with more processes
+    .venv/bin/python benchmarks/bench_supernet_overhead.py --pool benchmarks/results/supernet_overhead*run*.json \
+        benchmarks/results/supernet_overhead.json              # every run so far, pooled per machine
 
 Writes ``supernet_overhead.json`` (every number, environment, command) and ``supernet_overhead.md`` (a table) to
 ``--out-dir`` (default ``benchmarks/results``). Run it on a quiet machine: the load average before and after the
@@ -36,6 +38,7 @@ import argparse
 import copy
 import datetime
 import importlib.metadata
+import json
 import os
 import statistics
 import sys
@@ -146,6 +149,57 @@ def overheads(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def pool(paths: list[Path], out_dir: Path) -> int:
+    """Pool the per-process overheads of earlier result files (``--pool``), per machine and case: the median and
+    its interval over every process a machine ran. One run's few processes cannot settle a figure near the target;
+    several runs on one machine can. Writes ``supernet_overhead_pooled.{json,md}``."""
+    groups: dict[tuple, dict[str, Any]] = {}
+    for path in paths:
+        try:
+            data = json.loads(Path(path).read_text())
+            env, cases = data["environment"], data["overheads"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"--pool {path}: not a result file of this benchmark ({e})")
+        machine = f"{env['device_name']}, {env['platform']}"
+        for r in cases:
+            g = groups.setdefault((machine, r["supernet"], r["end"], r["mode"], r["impl"]),
+                                  dict(per_process=[], files=[]))
+            g["per_process"] += r["per_process"]
+            g["files"].append(f"{Path(path).name} ({len(r['per_process'])})")
+    rows, table = [], []
+    for (machine, supernet, end, mode, impl), g in groups.items():
+        ratio = statistics.median(g["per_process"])
+        low, high, coverage = median_interval(g["per_process"])
+        if impl != "flexbone":
+            verdict = ""
+        elif coverage < 0.95:  # too few processes for an interval: the median alone
+            verdict = "yes (median)" if ratio <= TARGET else "NO (median)"
+        else:
+            verdict = ("yes" if high <= TARGET else "NO" if low > TARGET
+                       else "cannot tell" if ratio <= TARGET else "NO (median)")
+        rows.append(dict(machine=machine, supernet=supernet, end=end, mode=mode, impl=impl, overhead=ratio,
+                         interval_low=low, interval_high=high, interval_coverage=coverage,
+                         processes=len(g["per_process"]), files=g["files"], met=verdict))
+        table.append([machine, supernet, end, mode, impl, len(g["per_process"]), f"{ratio:.3f}",
+                      f"{low:.3f}-{high:.3f} ({coverage:.0%})", ", ".join(g["files"]), verdict])
+    command = " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv])
+    md = "\n".join([
+        "# Supernet overhead on the CPU, pooled per machine over several runs", "",
+        f"Command: `{command}`", "",
+        "Each run's per-process overheads (supernet median latency / extracted static network median latency, "
+        "see the run files for settings and environment), pooled per machine (CPU model and kernel build) and "
+        "case.", "",
+        format_markdown(["machine", "supernet", "sub-network", "mode", "impl", "processes", "median overhead",
+                         "interval of the median", "from (processes)", f"<= {TARGET:.2f}"], table), "",
+        "Interval of the median: distribution-free, from the k-th smallest to the k-th largest process, binomial "
+        f"coverage in brackets. Last column (flexbone), where the interval covers at least 95 %: yes = all of it "
+        f"is at most {TARGET}; NO = all of it is above; cannot tell = the median is at most the target but the "
+        "interval contains it; NO (median) = the median is above and the interval contains the target. With fewer "
+        "processes (less coverage) it compares the median alone: yes (median) / NO (median).", ""])
+    write_report(out_dir, "supernet_overhead_pooled", dict(command=command, pooled=rows), md, echo=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -161,7 +215,12 @@ def main(argv: list[str] | None = None) -> int:
                         "glibc (the C library's default)")
     add_run_options(p, HERE / "results", warmup=3, repeats=12, processes=3,
                     repeats_help="timed interleaved rounds per process")
+    p.add_argument("--pool", nargs="+", type=Path, metavar="RESULT_JSON",
+                   help="measure nothing: pool the per-process figures of these earlier result files per machine "
+                        "and case, into supernet_overhead_pooled.{json,md} in --out-dir")
     args = p.parse_args(argv)
+    if args.pool:
+        return pool(args.pool, args.out_dir)
 
     load_before = os.getloadavg()
     started = datetime.datetime.now(datetime.timezone.utc)
