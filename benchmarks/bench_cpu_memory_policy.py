@@ -10,6 +10,8 @@ over the processes; speed-up = glibc step time / keep step time.
     .venv/bin/python benchmarks/bench_cpu_memory_policy.py                 # a few minutes
     .venv/bin/python benchmarks/bench_cpu_memory_policy.py --cases resnet18:train:8:64 --repeats 2 \\
         --processes 1 --out-dir /tmp/bench_check                           # a quick check that it works
+    .venv/bin/python benchmarks/bench_cpu_memory_policy.py --cases mobilenetv3_large_100:infer:8:224 \
+        timm/mobilenetv3_large_100:infer:8:224 --processes 6 --repeats 20    # flexbone's and timm's model alone
 
 Writes ``cpu_memory_policy.json`` and ``.md`` to ``--out-dir`` (default ``benchmarks/results``).
 """
@@ -44,7 +46,12 @@ def measure_case(case: str, policy: str, args: argparse.Namespace) -> dict[str, 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     name, mode, batch, px = case.split(":")
-    model = flexbone.create_model(name)
+    if name.startswith("timm/"):  # the same network as timm builds it (test dependency), for comparison
+        import timm
+
+        model = timm.create_model(name.removeprefix("timm/"))
+    else:
+        model = flexbone.create_model(name)
     if hasattr(model, "space"):
         model.set_active(model.space.min())
     settings = BenchSettings(mode=mode, batch_size=int(batch), img_size=int(px), warmup=args.warmup,
@@ -66,15 +73,16 @@ def measure_case(case: str, policy: str, args: argparse.Namespace) -> dict[str, 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cases", nargs="+", default=list(CASES), help="model:mode:batch:px (default: %(default)s)")
+    p.add_argument("--cases", nargs="+", default=list(CASES),
+                   help="model:mode:batch:px; timm/NAME measures timm's model of that name (default: %(default)s)")
     add_run_options(p, HERE / "results", warmup=3, repeats=8, processes=3, repeats_help="timed steps per process")
     args = p.parse_args(argv)
 
     load_before = os.getloadavg()
     started = datetime.datetime.now(datetime.timezone.utc)
     runs = []
-    for case in args.cases:
-        for i in range(args.processes):
+    for i in range(args.processes):  # cases interleaved too: a busy phase of the machine hits all alike
+        for case in args.cases:
             for policy in (("glibc", "keep") if i % 2 == 0 else ("keep", "glibc")):
                 run = run_in_fresh_process(measure_case, case, policy, args)
                 print(f"{case} [{i + 1}/{args.processes}] {run['policy']}: {run['step_ms']:.1f} ms, "
@@ -103,10 +111,12 @@ def main(argv: list[str] | None = None) -> int:
         *report_header("CPU memory policy: glibc's default vs flexbone's keep-freed-memory", env, args.threads,
                        load_before, load_after),
         "",
-        f"Settings: fp32, NCHW; each case in {args.processes} fresh processes per policy (alternating), {args.warmup} "
+        f"Settings: fp32, NCHW; each case in {args.processes} fresh processes per policy (policies alternating, cases "
+        f"interleaved), {args.warmup} "
         f"warm-up steps, then {args.repeats} timed steps; medians over the steps, then over the processes. A step: "
         "infer = forward under no_grad; train = forward + cross-entropy + backward + `flexbone train`'s SGD step. "
-        "Supernets run their smallest sub-network. Faults = minor page faults per step (getrusage); peak = VmHWM.",
+        "Supernets run their smallest sub-network; timm/NAME is timm's model, alone in its process as flexbone's "
+        "is. Faults = minor page faults per step (getrusage); peak = VmHWM.",
         "",
         format_markdown(["model", "mode", "batch", "step ms (glibc / keep)", "page faults per step",
                          "peak RSS MB", "keep speed-up"], rows),
