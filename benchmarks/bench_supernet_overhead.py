@@ -157,17 +157,19 @@ def pool(paths: list[Path], out_dir: Path) -> int:
     for path in paths:
         try:
             data = json.loads(Path(path).read_text())
-            env, cases = data["environment"], data["overheads"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
+            env, cases, first = data["environment"], data["overheads"], data["results"][0]
+            setup = (f"batch {first['batch_size']} at {first['img_size']} px, {first['dtype']}, "
+                     f"{first['threads']} threads, {first['cpu_memory']}")  # only runs measured alike are pooled
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
             raise SystemExit(f"--pool {path}: not a result file of this benchmark ({e})")
         machine = f"{env['device_name']}, {env['platform']}"
         for r in cases:
-            g = groups.setdefault((machine, r["supernet"], r["end"], r["mode"], r["impl"]),
+            g = groups.setdefault((machine, setup, r["supernet"], r["end"], r["mode"], r["impl"]),
                                   dict(per_process=[], files=[]))
             g["per_process"] += r["per_process"]
             g["files"].append(f"{Path(path).name} ({len(r['per_process'])})")
     rows, table = [], []
-    for (machine, supernet, end, mode, impl), g in groups.items():
+    for (machine, setup, supernet, end, mode, impl), g in groups.items():
         ratio = statistics.median(g["per_process"])
         low, high, coverage = median_interval(g["per_process"])
         if impl != "flexbone":
@@ -177,19 +179,19 @@ def pool(paths: list[Path], out_dir: Path) -> int:
         else:
             verdict = ("yes" if high <= TARGET else "NO" if low > TARGET
                        else "cannot tell" if ratio <= TARGET else "NO (median)")
-        rows.append(dict(machine=machine, supernet=supernet, end=end, mode=mode, impl=impl, overhead=ratio,
+        rows.append(dict(machine=machine, settings=setup, supernet=supernet, end=end, mode=mode, impl=impl, overhead=ratio,
                          interval_low=low, interval_high=high, interval_coverage=coverage,
                          processes=len(g["per_process"]), files=g["files"], met=verdict))
-        table.append([machine, supernet, end, mode, impl, len(g["per_process"]), f"{ratio:.3f}",
+        table.append([machine, setup, supernet, end, mode, impl, len(g["per_process"]), f"{ratio:.3f}",
                       f"{low:.3f}-{high:.3f} ({coverage:.0%})", ", ".join(g["files"]), verdict])
     command = " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv])
     md = "\n".join([
         "# Supernet overhead on the CPU, pooled per machine over several runs", "",
         f"Command: `{command}`", "",
         "Each run's per-process overheads (supernet median latency / extracted static network median latency, "
-        "see the run files for settings and environment), pooled per machine (CPU model and kernel build) and "
-        "case.", "",
-        format_markdown(["machine", "supernet", "sub-network", "mode", "impl", "processes", "median overhead",
+        "see the run files for every setting and the environment), pooled per machine (CPU model and kernel "
+        "build), settings and case.", "",
+        format_markdown(["machine", "settings", "supernet", "sub-network", "mode", "impl", "processes", "median overhead",
                          "interval of the median", "from (processes)", f"<= {TARGET:.2f}"], table), "",
         "Interval of the median: distribution-free, from the k-th smallest to the k-th largest process, binomial "
         f"coverage in brackets. Last column (flexbone), where the interval covers at least 95 %: yes = all of it "
