@@ -149,6 +149,11 @@ def overheads(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def interval_text(low: float, high: float, coverage: float) -> str:
+    """An interval of the median as the tables show it: ``low-high (coverage)``."""
+    return f"{low:.3f}-{high:.3f} ({coverage:.0%})"
+
+
 def pool(paths: list[Path], out_dir: Path) -> int:
     """Pool the per-process overheads of earlier result files (``--pool``), per machine and case: the median and
     its interval over every process a machine ran. One run's few processes cannot settle a figure near the target;
@@ -183,7 +188,7 @@ def pool(paths: list[Path], out_dir: Path) -> int:
                          interval_low=low, interval_high=high, interval_coverage=coverage,
                          processes=len(g["per_process"]), files=g["files"], met=verdict))
         table.append([machine, setup, supernet, end, mode, impl, len(g["per_process"]), f"{ratio:.3f}",
-                      f"{low:.3f}-{high:.3f} ({coverage:.0%})", ", ".join(g["files"]), verdict])
+                      interval_text(low, high, coverage), ", ".join(g["files"]), verdict])
     command = " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv])
     md = "\n".join([
         "# Supernet overhead on the CPU, pooled per machine over several runs", "",
@@ -218,8 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     add_run_options(p, HERE / "results", warmup=3, repeats=12, processes=3,
                     repeats_help="timed interleaved rounds per process")
     p.add_argument("--pool", nargs="+", type=Path, metavar="RESULT_JSON",
-                   help="measure nothing: pool the per-process figures of these earlier result files per machine "
-                        "and case, into supernet_overhead_pooled.{json,md} in --out-dir")
+                   help="measure nothing: pool the per-process figures of these earlier result files per machine, "
+                        "settings and case, into supernet_overhead_pooled.{json,md} in --out-dir")
     args = p.parse_args(argv)
     if args.pool:
         return pool(args.pool, args.out_dir)
@@ -253,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in ratio_rows:
         table.append([r["supernet"], r["end"], r["mode"], r["impl"], f"{r['supernet_p50_ms']:.1f}",
                       f"{r['static_p50_ms']:.1f}", f"{r['overhead']:.3f}",
-                      f"{r['interval_low']:.3f}-{r['interval_high']:.3f} ({r['interval_coverage']:.0%})",
+                      interval_text(r["interval_low"], r["interval_high"], r["interval_coverage"]),
                       " / ".join(f"{v:.3f}" for v in r["per_process"]),
                       f"<= {r['target']:.2f}" if r["target"] else "(reference)",
                       {True: "yes", False: "NO", None: ""}[r["met"]]])

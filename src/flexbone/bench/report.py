@@ -34,7 +34,7 @@ def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[
         if wider < confidence:
             break
         low, high, coverage = x[k - 1], x[n - k], wider
-    return low, high, max(coverage, 0.0)
+    return low, high, coverage
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None) -> str:
