@@ -1,0 +1,73 @@
+"""Parity checks of a flexbone family against timm (the reference nobody here wrote), shared by the zoo tests.
+
+* parameter counts of every name: both models built on the meta device (no memory, no initialisation);
+* outputs: timm's model with random weights and statistics, its state dict loaded into ours with
+  ``strict=True``, equal logits and pre-logits (eval, fp32, max abs diff <= 1e-5);
+* feature levels: timm's ``feature_info`` (channels, reduction, module) and its
+  ``forward_intermediates`` maps equal our ``feature_info`` and ``features_only`` maps;
+* preprocessing: timm's ``pretrained_cfg`` keys equal our ``default_cfg``.
+"""
+from __future__ import annotations
+
+import torch
+
+import flexbone
+from flexbone.bench.complexity import build_on_meta, count_params
+
+from _helpers import max_abs_diff, num_params, randomize_
+
+PREPROCESSING_KEYS = ("input_size", "test_input_size", "crop_pct", "interpolation", "mean", "std", "first_conv",
+                      "classifier")
+
+
+def timm_param_count(timm, name: str, **kwargs) -> int:
+    with torch.device("meta"):
+        return num_params(timm.create_model(name, **kwargs))
+
+
+def assert_param_count(timm, name: str, **kwargs) -> None:
+    ours = count_params(build_on_meta(name, **kwargs))
+    assert ours == timm_param_count(timm, name, **kwargs), name
+
+
+def assert_outputs_match(ref: torch.nn.Module, name: str, size: int | tuple[int, int] = 64, atol: float = 1e-5,
+                         **kwargs) -> torch.nn.Module:
+    """Copy ``ref``'s (randomised) state dict into ``flexbone.create_model(name)`` strictly; compare outputs."""
+    randomize_(ref).eval()
+    ours = flexbone.create_model(name, **kwargs).eval()
+    assert num_params(ours) == num_params(ref)
+    assert flexbone.load_checkpoint(ours, ref.state_dict(), strict=True).ok
+    h, w = (size, size) if isinstance(size, int) else size
+    x = torch.randn(2, kwargs.get("in_chans", 3), h, w)
+    with torch.no_grad():
+        expected = ref(x)
+        assert expected.std() > 0  # a degenerate (constant) output would hide wiring mistakes
+        assert max_abs_diff(ours(x), expected) <= atol
+        assert max_abs_diff(ours.forward_head(ours.forward_features(x), pre_logits=True),
+                            ref.forward_head(ref.forward_features(x), pre_logits=True)) <= atol
+    return ours
+
+
+def assert_features_match(ref: torch.nn.Module, name: str, size: int | tuple[int, int] = 64, **kwargs) -> None:
+    """Our feature levels are timm's: same ``feature_info`` and the same maps as timm's forward_intermediates."""
+    randomize_(ref).eval()
+    ours = flexbone.create_model(name, features_only=True, **kwargs).eval()
+    ours.load_state_dict({k: v for k, v in ref.state_dict().items() if k in ours.state_dict()}, strict=True)
+    assert [(s.num_chs, s.reduction, s.module) for s in ours.feature_info] == \
+        [(i["num_chs"], i["reduction"], i["module"]) for i in ref.feature_info]
+    h, w = (size, size) if isinstance(size, int) else size
+    x = torch.randn(1, 3, h, w)
+    with torch.no_grad():
+        expected = ref.forward_intermediates(x, intermediates_only=True)
+        got = ours(x)
+    assert len(got) == len(expected) == len(ref.feature_info)
+    for a, b in zip(got, expected, strict=True):
+        assert a.shape == b.shape and max_abs_diff(a, b) <= 1e-5
+
+
+def assert_preprocessing_matches(timm, names) -> None:
+    for name in names:
+        ref = timm.models.get_pretrained_cfg(name).to_dict()
+        cfg = build_on_meta(name).default_cfg
+        assert {k: cfg[k] for k in PREPROCESSING_KEYS} == {k: ref.get(k) for k in PREPROCESSING_KEYS}, name
+        assert cfg.get("test_crop_pct") == ref.get("test_crop_pct"), name
