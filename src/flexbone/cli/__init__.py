@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from ..interrupt import clear_notes
+
+    clear_notes()
     try:
         if argv is None:
             from ..cpu_memory import apply_policy
@@ -52,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flexbone: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("flexbone: interrupted", file=sys.stderr)
+        from ..interrupt import interrupted_message
+
+        print(interrupted_message(), file=sys.stderr)
         return 130
     except BrokenPipeError:  # `flexbone list | head`: the reader left; not an error of ours
         sys.stderr.close()

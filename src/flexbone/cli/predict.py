@@ -25,21 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def read_image(path: str | Path):
-    """An RGB PIL image, or a one-line FlexboneError naming the file and what is wrong with it."""
-    from PIL import Image, UnidentifiedImageError
+    """An 8-bit RGB PIL image (:func:`flexbone.data.decode.decode_image`), or a one-line ImageDecodeError."""
+    from ..data.decode import decode_image
 
-    path = Path(path)
-    if not path.is_file():
-        raise FlexboneError(f"image not found: {path}")
-    try:
-        with open(path, "rb") as f:
-            image = Image.open(f)
-            return image.convert("RGB")  # decodes fully: a truncated or corrupt file fails here
-    except UnidentifiedImageError:
-        raise FlexboneError(f"cannot read image {path}: not an image format PIL knows, or a corrupt file") from None
-    except Exception as e:  # noqa: BLE001 - PIL raises many types (OSError, SyntaxError, ValueError...)
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise FlexboneError(f"cannot read image {path}: {reason}") from None
+    return decode_image(path)
 
 
 def run(args: argparse.Namespace) -> int:

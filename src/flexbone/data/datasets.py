@@ -17,10 +17,10 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, FlexboneError
+from .decode import ImageDecodeError, decode_image
 
 # torchvision's list (datasets.folder.IMG_EXTENSIONS), matched case-insensitively
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -87,11 +87,9 @@ class ImageFolderDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Any, int] | SkippedSample:
         path, label = self.samples[index]
         try:
-            with open(path, "rb") as f:
-                image = Image.open(f)
-                image = image.convert("RGB")  # forces the full decode: truncated files fail here
-        except Exception as e:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, EOFError... on bad files
-            return SkippedSample(path, f"{type(e).__name__}: {e}")
+            image = decode_image(path)  # 8-bit RGB for every mode (16-bit, alpha, EXIF...); decodes fully
+        except ImageDecodeError as e:
+            return SkippedSample(path, e.reason)
         if self.transform is not None:
             image = self.transform(image)
         return image, label
