@@ -18,7 +18,8 @@ from _helpers import max_abs_diff
 
 ALL = list_models()
 # composite and elastic models have their own contract tests (tests/test_cbnet.py, tests/test_ofa_*.py)
-STATIC = [n for n in ALL if flexbone.models.model_family(n) not in ("cbnet", "ofa_resnet", "ofa_mobilenet")]
+# (FFNet: segmentation outputs and ~90 variants; tests/test_ffnet.py checks its contract and official sizes)
+STATIC = [n for n in ALL if flexbone.models.model_family(n) not in ("cbnet", "ofa_resnet", "ofa_mobilenet", "ffnet")]
 
 
 # the deep and wide variants: same code paths as their small siblings, many more FLOPs
