@@ -207,7 +207,9 @@ class ResNet(Backbone):
     """ResNet and its variants, configured by keyword arguments (see ``VARIANTS`` for the named ones).
 
     Args:
-        block: ``'basic'`` or ``'bottleneck'``.
+        block: ``'basic'``, ``'bottleneck'``, or a block class built on the ResNet trunk (Res2Net's
+            ``Bottle2neck``), called with the same arguments plus ``block_args``.
+        block_args: extra keyword arguments of every block (Res2Net's ``scale``).
         layers: blocks per stage, e.g. ``(3, 4, 6, 3)``.
         channels: base planes per stage (the output is ``planes * expansion``).
         cardinality, base_width: groups and width per group of the 3x3 conv (ResNeXt, Wide ResNet).
@@ -232,7 +234,7 @@ class ResNet(Backbone):
 
     def __init__(
         self,
-        block: str = "bottleneck",
+        block: str | type[nn.Module] = "bottleneck",
         layers: tuple[int, ...] = (3, 4, 6, 3),
         channels: tuple[int, ...] = (64, 128, 256, 512),
         num_classes: int = 1000,
@@ -259,9 +261,10 @@ class ResNet(Backbone):
         zero_init_last: bool = True,
         stage_widths: tuple[int, ...] | None = None,
         mid_chs: tuple[tuple[int, ...], ...] | None = None,
+        block_args: dict[str, Any] | None = None,
     ):
         super().__init__()
-        if block not in BLOCKS:
+        if isinstance(block, str) and block not in BLOCKS:
             raise ValueError(f"unknown block {block!r}; choose from {', '.join(BLOCKS)}")
         if stem_type not in ("", "deep", "deep_tiered", "small", "deep_residual"):
             raise ValueError(f"unknown stem_type {stem_type!r}; choose '', 'deep', 'deep_tiered', 'small' "
@@ -275,7 +278,9 @@ class ResNet(Backbone):
         if mid_chs is not None and [len(m) for m in mid_chs] != list(layers):
             raise ValueError(f"mid_chs needs one width per block, {tuple(layers)} per stage; got "
                              f"{tuple(len(m) for m in mid_chs)}")
-        block_fn = BLOCKS[block]
+        block_fn = BLOCKS[block] if isinstance(block, str) else block
+        expansion = block_fn.expansion
+        block_fn = partial(block_fn, **(block_args or {}))
         act_layer = get_act_layer(act_layer)
         norm_layer = get_norm_layer(norm_layer)
         self.num_classes = num_classes
@@ -340,7 +345,7 @@ class ResNet(Backbone):
                 stride = 1
             else:
                 net_stride *= stride
-            out_chs = stage_widths[stage_idx] if stage_widths is not None else planes * block_fn.expansion
+            out_chs = stage_widths[stage_idx] if stage_widths is not None else planes * expansion
             downsample = None
             if stride != 1 or inplanes != out_chs:
                 down_fn = downsample_avg if avg_down else downsample_conv
