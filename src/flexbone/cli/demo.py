@@ -9,31 +9,32 @@ from __future__ import annotations
 import argparse
 import time
 
+from ..options import int_range
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train a small ResNet on the bundled handwritten digits (about a minute, CPU)",
                        description="Train the `quickstart` recipe: a small ResNet on scikit-learn's handwritten "
                                    "digits (real scans, bundled), then report the test top-1 and where the run's "
                                    "files are. Same as `flexbone train --recipe quickstart`.")
-    p.add_argument("--threads", type=int, default=1, metavar="N",
-                   help="torch threads (default 1: the model is tiny, a second thread gains little and a busy "
-                        "machine punishes it)")
+    p.add_argument("--threads", type=int_range(1), default=None, metavar="N",
+                   help="torch threads (default: chosen as `flexbone train` chooses them; for these tiny steps "
+                        "one thread, which a busy machine does not punish)")
     p.add_argument("--output-dir", default="runs", metavar="DIR", help="parent folder of the run (default: runs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from ..config import load_recipe
     from ..train.engine import run as run_training
+    from ..train.threads import apply_thread_choice
 
     start = time.perf_counter()
-    # One intra-op thread. On 2 cores shared with other work (load average 4-6), one epoch took ~2 s with
-    # one thread and 13-50 s with two: OpenMP threads wait for each other on a busy machine.
-    torch.set_num_threads(max(1, args.threads))
     recipe = load_recipe("quickstart", {"train.output_dir": args.output_dir})
+    # the same thread choice as `flexbone train` (one thread for these tiny steps), so the two runs are equal
+    apply_thread_choice(args.threads, batch_size=recipe.data.batch_size, img_size=recipe.data.img_size,
+                        loader_workers=recipe.data.workers)
     print(f"flexbone demo: {recipe.description}")
     print(f"  = flexbone train --recipe quickstart --train.output_dir {args.output_dir}\n")
     result = run_training(recipe, recipe_name="quickstart", progress=not args.no_progress)

@@ -7,9 +7,11 @@ Every recipe key can be overridden with a dotted option (``--optim.lr 0.004``, `
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..options import int_range
 
 EPILOG = """examples:
   flexbone train --recipe quickstart
@@ -32,12 +34,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recipe", metavar="NAME|PATH",
                    help=f"a shipped recipe ({', '.join(list_recipes())}) or a YAML file")
     p.add_argument("--model", metavar="NAME", help="model to train (= --model.name NAME)")
-    p.add_argument("--data", metavar="PATH", help="data folder (= --data.path PATH), read as data.dataset says: "
-                                                  "an image folder with train/ and val/ (imagefolder), or CIFAR "
-                                                  "batch files (--data.dataset cifar10)")
+    p.add_argument("--data", metavar="PATH|digits",
+                   help="as in validate and subnets: an image folder with train/ and val/, a folder of CIFAR-10/100 "
+                        "batch files (found by their file names), or 'digits' (= --data.dataset digits)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoint-last.pt "
                                                        "(the recipe comes from RUN_DIR/recipe.yaml)")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch intra-op threads")
+    p.add_argument("--threads", type=int_range(1), default=None, metavar="N",
+                   help="torch intra-op threads (default: chosen from the step size, the free cores and the loader "
+                        "workers; see flexbone.train.threads; the run's first line says how many)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines are still printed)")
     p.set_defaults(func=run, overrides=[])
 
@@ -54,6 +58,19 @@ def _with_overrides(parser_cls: type) -> type:
     return OverridesParser
 
 
+def data_overrides(data: str) -> list[str]:
+    """``--data`` with the meaning it has in every command: 'digits', a CIFAR folder, or an image folder."""
+    if data == "digits":
+        return ["--data.dataset", "digits"]
+    from ..data.datasets import CIFAR_LAYOUT
+
+    root = Path(data).expanduser()
+    for variant, (sub, _, test_file, *_rest) in CIFAR_LAYOUT.items():
+        if (root / test_file).is_file() or (root / sub / test_file).is_file():
+            return ["--data.dataset", variant, "--data.path", data]
+    return ["--data.path", data]
+
+
 def build_recipe(args: argparse.Namespace):
     """The recipe of ``args``: the named recipe (or the resumed run's), then --model/--data, then overrides."""
     from ..config import load_recipe
@@ -62,7 +79,7 @@ def build_recipe(args: argparse.Namespace):
     if args.model:
         shorthand += ["--model.name", args.model]
     if args.data:
-        shorthand += ["--data.path", args.data]
+        shorthand += data_overrides(args.data)
     overrides = shorthand + list(args.overrides)
     if args.resume:
         if args.recipe:
@@ -83,8 +100,12 @@ def run(args: argparse.Namespace) -> int:
 
     from ..train.engine import run as run_training
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from ..train.threads import apply_thread_choice
+
     recipe, name = build_recipe(args)
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)  # recipes give the global batch
+    apply_thread_choice(args.threads, batch_size=max(recipe.data.batch_size // world, 1),
+                        img_size=recipe.data.img_size, in_chans=recipe.model.kwargs.get("in_chans", 3),
+                        loader_workers=recipe.data.workers)
     run_training(recipe, recipe_name=name, resume=args.resume, progress=not args.no_progress)
     return 0

@@ -14,10 +14,13 @@ interruption ends with the same weights, bit for bit on CPU, as a run that was n
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import functools
 import math
 import random
+import shutil
 import sys
 import time
 from datetime import datetime
@@ -30,6 +33,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CheckpointError, ConfigError, FlexboneError
+from ..interrupt import interrupt_note
+from ..outputs import check_writable, describe_os_error, is_disk_full
 from .checkpoint import (
     BEST, EMA_WEIGHTS, LAST, WEIGHTS, get_rng_state, load_training_state, save_model_weights,
     save_training_state, set_rng_state,
@@ -42,6 +47,7 @@ from .logs import CURVES_PNG, METRICS_CSV, METRICS_JSONL, MetricsLogger, plot_me
 from .losses import create_loss, distillation_loss
 from .optim import create_optimizer
 from .schedule import create_scheduler
+from .runlock import RunLock, check_unlocked
 
 
 class NonFiniteLossError(FlexboneError):
@@ -245,6 +251,63 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *, amp: t
 
 
 # ------------------------------------------------------------------------------------------ a run
+def _threads_note() -> str:
+    from . import threads
+
+    n = torch.get_num_threads()
+    return f"{n} thread{'s' if n != 1 else ''}" + (f" ({threads.chosen})" if threads.chosen else "")
+
+
+# errors of the file system that mean "cannot write here", as opposed to a bug or bad data
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+@contextlib.contextmanager
+def _run_folder(run_dir: Path, *, is_main: bool, fresh: bool, say: Callable[..., None]):
+    """Create and lock ``run_dir`` for the training; say what was kept when the run stops early.
+
+    * a second process training into the same folder is refused with the owner's pid (:mod:`.runlock`);
+    * Ctrl-C: the interrupt message names the folder and the resume command (or says nothing was kept);
+    * a folder this run created is removed again if the run fails before its first checkpoint;
+    * a full disk or an unwritable file becomes one line that says which checkpoint is intact.
+    """
+    if not is_main:
+        yield
+        return
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run_dir)
+    try:
+        lock.acquire()
+    except BaseException:
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    if lock.stale is not None:
+        say(f"flexbone: note: took over the lock of process {lock.stale.get('pid', '?')}, which no longer runs")
+
+    def kept() -> str:
+        last = run_dir / LAST
+        if last.is_file():
+            return f"run folder {run_dir} keeps {LAST}; continue with: flexbone train --resume {run_dir}"
+        if created and fresh:
+            return f"nothing was kept: the run stopped before its first checkpoint ({run_dir} removed)"
+        return f"no checkpoint in {run_dir} yet"
+
+    try:
+        with interrupt_note(kept):
+            yield
+    except BaseException as e:
+        message = kept()  # before the folder may be removed below
+        if created and fresh and not (run_dir / LAST).is_file():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno in _WRITE_ERRNOS:
+            what = "the disk is full" if is_disk_full(e) else describe_os_error(e)
+            raise FlexboneError(f"cannot write to {run_dir}: {what}; {message}") from None
+        raise
+    finally:
+        lock.release()
+
 @dataclasses.dataclass
 class RunResult:
     """What a finished run produced and where it is."""
@@ -351,8 +414,10 @@ def _run(recipe: Any, dist_info: DistInfo, *, recipe_name: str, run_dir: str | P
     if broadcast_flag(occupied, device):
         raise ConfigError(f"{run_dir} already holds a run: continue it with --resume {run_dir}, or choose another "
                           f"train.run_name / train.output_dir")
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    if is_main:  # before any work: an unwritable folder or a run still training there fails in the first second
+        check_writable(run_dir, is_dir=True)
+        check_unlocked(run_dir)
+    # the folder itself is created once data and model are built (a run that fails before leaves no folder)
 
     # data, model, optimisation -----------------------------------------------------------------
     # the model is initialised from the same seed in every process (DDP also broadcasts rank 0's weights);
@@ -415,129 +480,131 @@ def _run(recipe: Any, dist_info: DistInfo, *, recipe_name: str, run_dir: str | P
     if tr.compile:
         train_model = torch.compile(train_model)
 
-    metadata = {
-        "model": recipe.model.name, "num_classes": num_classes, "class_names": list(class_names),
-        "img_size": recipe.data.img_size, "test_img_size": recipe.data.test_img_size or recipe.data.img_size,
-        "crop_pct": recipe.data.crop_pct, "interpolation": recipe.data.interpolation,
-        "mean": list(recipe.data.mean), "std": list(recipe.data.std), "model_kwargs": dict(recipe.model.kwargs),
-        "dataset": recipe.data.dataset, "digits_test_fraction": recipe.data.digits_test_fraction,
-        "digits_split_seed": recipe.data.digits_split_seed,
-    }
-    logger = MetricsLogger(run_dir, enabled=is_main, tensorboard=tr.tensorboard)
-    if is_main:
-        dump_recipe(recipe, run_dir / "recipe.yaml")
-        logger.truncate(start_epoch, global_step)  # a resumed run drops log lines written after its checkpoint
-
-    say(f"flexbone: training {recipe.model.name} ({unwrap_model(model).__class__.__name__}, "
-        f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params) on {recipe.data.dataset} "
-        f"({len(train_loader.dataset)} train / {len(eval_loader.dataset)} eval images, {num_classes} classes) | {device}, "
-        f"{dist_info.world_size} process(es), global batch {global_batch}, peak lr {peak_lr:.4g}, amp {tr.amp}")
-    if state is not None:
-        say(f"flexbone: resumed {run_dir} at epoch {start_epoch} (step {global_step})")
-
-    def checkpoint_state(epoch_done: int) -> dict[str, Any]:
-        rng = get_rng_state()
-        if dist_info.distributed:  # every rank's generators, so that each resumes its own stream
-            gathered: list[Any] = [None] * dist_info.world_size
-            torch.distributed.all_gather_object(gathered, rng)
-            rng = gathered
-        return {
-            "model": unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
-            "scaler": scaler.state_dict() if scaler is not None else None, "rng": rng,
-            "epoch": epoch_done, "step": global_step, "best_top1": best_top1, "best_epoch": best_epoch,
-            "world_size": dist_info.world_size, "metadata": metadata,
+    with _run_folder(run_dir, is_main=is_main, fresh=state is None, say=say):
+        metadata = {
+            "model": recipe.model.name, "num_classes": num_classes, "class_names": list(class_names),
+            "img_size": recipe.data.img_size, "test_img_size": recipe.data.test_img_size or recipe.data.img_size,
+            "crop_pct": recipe.data.crop_pct, "interpolation": recipe.data.interpolation,
+            "mean": list(recipe.data.mean), "std": list(recipe.data.std), "model_kwargs": dict(recipe.model.kwargs),
+            "dataset": recipe.data.dataset, "digits_test_fraction": recipe.data.digits_test_fraction,
+            "digits_split_seed": recipe.data.digits_split_seed,
         }
+        logger = MetricsLogger(run_dir, enabled=is_main, tensorboard=tr.tensorboard)
+        if is_main:
+            dump_recipe(recipe, run_dir / "recipe.yaml")
+            logger.truncate(start_epoch, global_step)  # a resumed run drops log lines written after its checkpoint
 
-    epochs = recipe.schedule.epochs
-    bar = tqdm(total=epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, unit="step",
-               desc="train", dynamic_ncols=True, disable=not (progress and is_main), file=sys.stderr)
-    last_eval: dict[str, float] | None = None
-    try:
-        for epoch in range(start_epoch, epochs):
-            set_loader_epoch(train_loader, tr.seed, epoch)
-            bar.set_description(f"epoch {epoch + 1}/{epochs}")
-            stats = train_one_epoch(
-                train_model, train_loader, optimizer, loss_fn, device, epoch=epoch, scheduler=scheduler,
-                mixup_fn=mixup_fn if elastic is None else None, amp=autocast_dtype, scaler=scaler,
-                channels_last=recipe.model.channels_last, supernet_step=elastic,
-                clip_grad=recipe.optim.clip_grad, ema=ema, max_steps=steps_per_epoch, teacher=teacher,
-                distill_alpha=recipe.distill.alpha, distill_temperature=recipe.distill.temperature, progress=bar,
-                log_interval=tr.log_interval, on_log=logger.log_step, step_offset=global_step)
-            global_step += stats["steps"]
-            record: dict[str, Any] = {
-                "epoch": epoch, "step": global_step, "steps_per_epoch": steps_per_epoch, "lr": stats["lr"],
-                "train_loss": stats["loss"], "train_images": stats["images"], "train_img_per_s": stats["img_per_s"],
-                "train_time_s": stats["time_s"]}
-            last_epoch = epoch + 1 == epochs
-            if (epoch + 1) % tr.eval_every == 0 or last_epoch:
-                if elastic is not None:  # min and max sub-networks, each after BN recalibration
-                    last_eval = elastic.evaluate(model, eval_loader, train_loader, device, amp=autocast_dtype,
-                                                 channels_last=recipe.model.channels_last)
-                    for name, sub in last_eval.get("subnets", {}).items():
-                        record.update({f"eval_{name}_top1": sub["top1"], f"eval_{name}_loss": sub["loss"]})
-                else:
-                    last_eval = evaluate(model, eval_loader, device, amp=autocast_dtype,
-                                         channels_last=recipe.model.channels_last)
-                record.update(eval_loss=last_eval["loss"], eval_top1=last_eval["top1"], eval_top5=last_eval["top5"])
-                if ema is not None:
-                    ema_eval = evaluate(ema.module, eval_loader, device, amp=autocast_dtype,
-                                        channels_last=recipe.model.channels_last)
-                    record.update(ema_loss=ema_eval["loss"], ema_top1=ema_eval["top1"], ema_top5=ema_eval["top5"])
-            skipped = getattr(train_loader, "total_skipped", 0) + getattr(eval_loader, "total_skipped", 0)
-            skipped = int(all_reduce_sum([float(skipped)], device)[0])
-            if skipped:  # unreadable images dropped so far (the loader warns once per file)
-                record["skipped_images"] = skipped
-            is_best = "eval_top1" in record and (best_top1 is None or record["eval_top1"] > best_top1)
-            if is_best:
-                best_top1, best_epoch = record["eval_top1"], epoch
-            logger.log_epoch(record)
-            if (epoch + 1) % tr.save_every == 0 or last_epoch or is_best:
-                ckpt = checkpoint_state(epoch + 1)  # collective in DDP: every rank takes part
-                if is_main:
-                    if (epoch + 1) % tr.save_every == 0 or last_epoch:
-                        save_training_state(run_dir / LAST, ckpt)
-                    if is_best:
-                        save_training_state(run_dir / BEST, ckpt)
-            say(f"epoch {epoch + 1}/{epochs}: train loss {stats['loss']:.4f}, lr {stats['lr']:.3g}, "
-                f"{stats['img_per_s']:.0f} img/s"
-                + (f" | eval top-1 {record['eval_top1']:.2f}%, top-5 {record['eval_top5']:.2f}%"
-                   if "eval_top1" in record else "")
-                + (f" | EMA top-1 {record['ema_top1']:.2f}%" if "ema_top1" in record else ""))
-    except NonFiniteLossError as e:
+        say(f"flexbone: training {recipe.model.name} ({unwrap_model(model).__class__.__name__}, "
+            f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params) on {recipe.data.dataset} "
+            f"({len(train_loader.dataset)} train / {len(eval_loader.dataset)} eval images, {num_classes} classes) | {device}, "
+            f"{dist_info.world_size} process(es), {_threads_note()}, global batch {global_batch}, peak lr {peak_lr:.4g}, "
+            f"amp {tr.amp}")
+        if state is not None:
+            say(f"flexbone: resumed {run_dir} at epoch {start_epoch} (step {global_step})")
+
+        def checkpoint_state(epoch_done: int) -> dict[str, Any]:
+            rng = get_rng_state()
+            if dist_info.distributed:  # every rank's generators, so that each resumes its own stream
+                gathered: list[Any] = [None] * dist_info.world_size
+                torch.distributed.all_gather_object(gathered, rng)
+                rng = gathered
+            return {
+                "model": unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+                "scaler": scaler.state_dict() if scaler is not None else None, "rng": rng,
+                "epoch": epoch_done, "step": global_step, "best_top1": best_top1, "best_epoch": best_epoch,
+                "world_size": dist_info.world_size, "metadata": metadata,
+            }
+
+        epochs = recipe.schedule.epochs
+        bar = tqdm(total=epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, unit="step",
+                   desc="train", dynamic_ncols=True, disable=not (progress and is_main), file=sys.stderr)
+        last_eval: dict[str, float] | None = None
+        try:
+            for epoch in range(start_epoch, epochs):
+                set_loader_epoch(train_loader, tr.seed, epoch)
+                bar.set_description(f"epoch {epoch + 1}/{epochs}")
+                stats = train_one_epoch(
+                    train_model, train_loader, optimizer, loss_fn, device, epoch=epoch, scheduler=scheduler,
+                    mixup_fn=mixup_fn if elastic is None else None, amp=autocast_dtype, scaler=scaler,
+                    channels_last=recipe.model.channels_last, supernet_step=elastic,
+                    clip_grad=recipe.optim.clip_grad, ema=ema, max_steps=steps_per_epoch, teacher=teacher,
+                    distill_alpha=recipe.distill.alpha, distill_temperature=recipe.distill.temperature, progress=bar,
+                    log_interval=tr.log_interval, on_log=logger.log_step, step_offset=global_step)
+                global_step += stats["steps"]
+                record: dict[str, Any] = {
+                    "epoch": epoch, "step": global_step, "steps_per_epoch": steps_per_epoch, "lr": stats["lr"],
+                    "train_loss": stats["loss"], "train_images": stats["images"], "train_img_per_s": stats["img_per_s"],
+                    "train_time_s": stats["time_s"]}
+                last_epoch = epoch + 1 == epochs
+                if (epoch + 1) % tr.eval_every == 0 or last_epoch:
+                    if elastic is not None:  # min and max sub-networks, each after BN recalibration
+                        last_eval = elastic.evaluate(model, eval_loader, train_loader, device, amp=autocast_dtype,
+                                                     channels_last=recipe.model.channels_last)
+                        for name, sub in last_eval.get("subnets", {}).items():
+                            record.update({f"eval_{name}_top1": sub["top1"], f"eval_{name}_loss": sub["loss"]})
+                    else:
+                        last_eval = evaluate(model, eval_loader, device, amp=autocast_dtype,
+                                             channels_last=recipe.model.channels_last)
+                    record.update(eval_loss=last_eval["loss"], eval_top1=last_eval["top1"], eval_top5=last_eval["top5"])
+                    if ema is not None:
+                        ema_eval = evaluate(ema.module, eval_loader, device, amp=autocast_dtype,
+                                            channels_last=recipe.model.channels_last)
+                        record.update(ema_loss=ema_eval["loss"], ema_top1=ema_eval["top1"], ema_top5=ema_eval["top5"])
+                skipped = getattr(train_loader, "total_skipped", 0) + getattr(eval_loader, "total_skipped", 0)
+                skipped = int(all_reduce_sum([float(skipped)], device)[0])
+                if skipped:  # unreadable images dropped so far (the loader warns once per file)
+                    record["skipped_images"] = skipped
+                is_best = "eval_top1" in record and (best_top1 is None or record["eval_top1"] > best_top1)
+                if is_best:
+                    best_top1, best_epoch = record["eval_top1"], epoch
+                logger.log_epoch(record)
+                if (epoch + 1) % tr.save_every == 0 or last_epoch or is_best:
+                    ckpt = checkpoint_state(epoch + 1)  # collective in DDP: every rank takes part
+                    if is_main:
+                        if (epoch + 1) % tr.save_every == 0 or last_epoch:
+                            save_training_state(run_dir / LAST, ckpt)
+                        if is_best:
+                            save_training_state(run_dir / BEST, ckpt)
+                say(f"epoch {epoch + 1}/{epochs}: train loss {stats['loss']:.4f}, lr {stats['lr']:.3g}, "
+                    f"{stats['img_per_s']:.0f} img/s"
+                    + (f" | eval top-1 {record['eval_top1']:.2f}%, top-5 {record['eval_top5']:.2f}%"
+                       if "eval_top1" in record else "")
+                    + (f" | EMA top-1 {record['ema_top1']:.2f}%" if "ema_top1" in record else ""))
+        except NonFiniteLossError as e:
+            bar.close()
+            if is_main and logger.epochs:
+                plot_metrics(run_dir, logger.epochs, logger.steps, title=f"{recipe.model.name} ({recipe_name})")
+            kept = run_dir / LAST
+            where = (f"the last good checkpoint {kept} is kept" if kept.is_file()
+                     else "no checkpoint had been written yet")
+            raise NonFiniteLossError(f"{e}. {where}") from None
         bar.close()
-        if is_main and logger.epochs:
-            plot_metrics(run_dir, logger.epochs, logger.steps, title=f"{recipe.model.name} ({recipe_name})")
-        kept = run_dir / LAST
-        where = (f"the last good checkpoint {kept} is kept" if kept.is_file()
-                 else "no checkpoint had been written yet")
-        raise NonFiniteLossError(f"{e}. {where}") from None
-    bar.close()
-    logger.close()
+        logger.close()
 
-    # deployment weights, plot, summary ----------------------------------------------------------
-    weights = run_dir / WEIGHTS
-    plot = run_dir / CURVES_PNG
-    if is_main:
-        final_meta = {**metadata, "epochs": epochs, "top1": last_eval["top1"] if last_eval else None}
-        save_model_weights(unwrap_model(model).state_dict(), weights, final_meta)
-        if ema is not None:
-            save_model_weights(ema.module.state_dict(), run_dir / EMA_WEIGHTS, final_meta)
-        plot_metrics(run_dir, logger.epochs, logger.steps, title=f"{recipe.model.name} ({recipe_name})")
-    result = RunResult(
-        run_dir=run_dir, epochs=epochs, top1=last_eval["top1"] if last_eval else None,
-        top5=last_eval["top5"] if last_eval else None, best_top1=best_top1, checkpoint=run_dir / LAST,
-        best_checkpoint=run_dir / BEST if best_top1 is not None else None, weights=weights,
-        recipe=run_dir / "recipe.yaml", metrics=run_dir / METRICS_CSV, plot=plot,
-        seconds=time.perf_counter() - t_start)
-    if last_eval is not None:
-        say(f"\ntest top-1 {last_eval['top1']:.2f}%  top-5 {last_eval['top5']:.2f}%  "
-            f"({last_eval['images']} images; best top-1 {best_top1:.2f}% at epoch {best_epoch + 1})")
-    say(f"run directory   {run_dir}\n"
-        f"  checkpoint    {run_dir / LAST}  (resume: flexbone train --resume {run_dir})\n"
-        f"  best          {run_dir / BEST}\n"
-        f"  weights       {weights}\n"
-        f"  recipe        {run_dir / 'recipe.yaml'}\n"
-        f"  metrics       {run_dir / METRICS_CSV}  ({METRICS_JSONL}, steps.jsonl)\n"
-        f"  plot          {plot}")
-    return result
+        # deployment weights, plot, summary ----------------------------------------------------------
+        weights = run_dir / WEIGHTS
+        plot = run_dir / CURVES_PNG
+        if is_main:
+            final_meta = {**metadata, "epochs": epochs, "top1": last_eval["top1"] if last_eval else None}
+            save_model_weights(unwrap_model(model).state_dict(), weights, final_meta)
+            if ema is not None:
+                save_model_weights(ema.module.state_dict(), run_dir / EMA_WEIGHTS, final_meta)
+            plot_metrics(run_dir, logger.epochs, logger.steps, title=f"{recipe.model.name} ({recipe_name})")
+        result = RunResult(
+            run_dir=run_dir, epochs=epochs, top1=last_eval["top1"] if last_eval else None,
+            top5=last_eval["top5"] if last_eval else None, best_top1=best_top1, checkpoint=run_dir / LAST,
+            best_checkpoint=run_dir / BEST if best_top1 is not None else None, weights=weights,
+            recipe=run_dir / "recipe.yaml", metrics=run_dir / METRICS_CSV, plot=plot,
+            seconds=time.perf_counter() - t_start)
+        if last_eval is not None:
+            say(f"\ntest top-1 {last_eval['top1']:.2f}%  top-5 {last_eval['top5']:.2f}%  "
+                f"({last_eval['images']} images; best top-1 {best_top1:.2f}% at epoch {best_epoch + 1})")
+        say(f"run directory   {run_dir}\n"
+            f"  checkpoint    {run_dir / LAST}  (resume: flexbone train --resume {run_dir})\n"
+            f"  best          {run_dir / BEST}\n"
+            f"  weights       {weights}\n"
+            f"  recipe        {run_dir / 'recipe.yaml'}\n"
+            f"  metrics       {run_dir / METRICS_CSV}  ({METRICS_JSONL}, steps.jsonl)\n"
+            f"  plot          {plot}")
+        return result
