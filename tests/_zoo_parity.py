@@ -78,5 +78,5 @@ def assert_preprocessing_matches(timm, names) -> None:
     for name in names:
         ref = timm.models.get_pretrained_cfg(name).to_dict()
         cfg = build_on_meta(name).default_cfg
-        assert {k: cfg[k] for k in PREPROCESSING_KEYS} == {k: ref.get(k) for k in PREPROCESSING_KEYS}, name
+        assert {k: cfg.get(k) for k in PREPROCESSING_KEYS} == {k: ref.get(k) for k in PREPROCESSING_KEYS}, name
         assert cfg.get("test_crop_pct") == ref.get("test_crop_pct"), name

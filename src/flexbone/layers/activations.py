@@ -8,6 +8,7 @@ import torch.nn as nn
 _ACT_LAYERS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "relu6": nn.ReLU6,
+    "leaky_relu": nn.LeakyReLU,  # slope 0.01 (torch's and timm's default): CSPNet, DarkNet
     "silu": nn.SiLU,
     "swish": nn.SiLU,
     "gelu": nn.GELU,
@@ -36,6 +37,6 @@ def create_act(act: str | Callable | None, inplace: bool = False) -> nn.Module:
     layer = get_act_layer(act)
     if layer is None:
         return nn.Identity()
-    if layer in (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.Hardsigmoid):
+    if layer in (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid):
         return layer(inplace=inplace)
     return layer()
