@@ -1,0 +1,204 @@
+"""Stitchable Neural Networks (SN-Net, Pan, Cai, Zhuang, CVPR 2023) over anchors of the zoo.
+
+``SNNet([small, ..., large])`` joins pretrained anchors with cheap stitching layers. Each configuration
+(``configs()``; anchors first) is one path: the front anchor up to block ``j``, a stitching layer, the
+end anchor from block ``l`` on. ``set_active(i)`` switches paths instantly; ``extract(i)`` copies one path
+into a plain static model with identical outputs. The stitching layers start from least squares on
+one batch of images (``init_stitches``), then the whole network is fine-tuned by sampling one
+configuration per step (``flexbone.train.strategies.stitching``).
+
+Unlike the reference's ``forward``, which draws a configuration itself whenever the model is in training
+mode, this module always runs the active configuration: the training strategy does the drawing, so that
+evaluation in train mode, BN recalibration and DDP see exactly the path that was chosen.
+"""
+from __future__ import annotations
+
+import copy
+import random
+from collections import defaultdict
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+
+from ..bench.complexity import count_macs, count_params
+from ..errors import ConfigError
+from .anchors import AnchorView, anchor_view
+from .configs import StitchConfig, hierarchical_stitch_configs, vit_stitch_configs
+from .layer import StitchingLayer, to_rows
+from .least_squares import averaged_stitch
+
+
+def _layer_key(stage: int, front: int, end: int) -> str:
+    return f"stage{stage}_{front}to{end}"
+
+
+class StitchedModel(nn.Sequential):
+    """One configuration of an SN-Net as a plain chain of modules: stem, blocks, stitching layer, blocks, head."""
+
+    def __init__(self, *modules: nn.Module, stitch_config: dict[str, Any] | None = None):
+        super().__init__(*modules)
+        self.stitch_config = stitch_config or {}
+
+
+class SNNet(nn.Module):
+    """A stitchable network over ``anchors`` (zoo classifiers, ordered small to large).
+
+    Args:
+        anchors: two or more classifiers with the same number of classes. Plain ViTs of equal depth are
+            stitched with the window rule (``kernel``, ``stride``, ``nearest``); hierarchical models (ResNet,
+            Swin, mixed) inside the stages ``stages`` (see ``configs.py``).
+        kernel, stride: the sliding stitching window of the ViT rule (reference: 2 and 1).
+        nearest: ViT rule: stitch neighbouring anchors only (reference: True).
+        stages: hierarchical rule: the stages (0-indexed) that may hold a stitch (reference: 1 and 2).
+    """
+
+    def __init__(self, anchors: Sequence[nn.Module], *, kernel: int = 2, stride: int = 1, nearest: bool = True,
+                 stages: Sequence[int] = (1, 2)):
+        super().__init__()
+        if len(anchors) < 2:
+            raise ConfigError(f"SN-Net needs at least 2 anchors, got {len(anchors)}")
+        self.anchors = nn.ModuleList(anchors)
+        self._views: list[AnchorView] = [anchor_view(a) for a in anchors]
+        num_classes = {getattr(a, "num_classes", None) for a in anchors}
+        if len(num_classes) != 1:
+            raise ConfigError(f"anchors must predict the same classes; their num_classes are {sorted(map(str, num_classes))}")
+        self.num_classes = num_classes.pop()
+        sizes = [count_params(a) for a in anchors]
+        if sizes != sorted(sizes):
+            raise ConfigError(f"anchors must be ordered small to large (stitching goes small -> large); "
+                              f"their parameter counts are {sizes}")
+        self.options = dict(kernel=kernel, stride=stride, nearest=nearest, stages=list(stages))
+
+        if all(v.plain for v in self._views):
+            self.rule = "vit"
+            configs, per_pair = vit_stitch_configs([v.depths[0] for v in self._views], kernel, stride, nearest)
+            hops = {(c.stage, a, b) for c in configs for a, b in zip(c.anchors, c.anchors[1:])}
+            num_layers = {h: per_pair for h in sorted(hops)}
+        else:
+            self.rule = "hierarchical"
+            configs, num_layers = hierarchical_stitch_configs([v.depths for v in self._views], stages)
+        self._configs: list[StitchConfig] = configs
+        self.stitch_layers = nn.ModuleDict()
+        for (s, f, e), n in num_layers.items():
+            front, end = self._views[f], self._views[e]
+            self.stitch_layers[_layer_key(s, f, e)] = nn.ModuleList(
+                StitchingLayer(front.stages[s].channels, end.stages[s].channels, front.fmt, end.fmt) for _ in range(n))
+        self.active_id = 0
+        self._path: list[nn.Module] = self._path_modules(0)
+
+    # ------------------------------------------------------------------------------ configurations
+    @property
+    def num_configs(self) -> int:
+        return len(self._configs)
+
+    @property
+    def stitch_configs(self) -> list[StitchConfig]:
+        """All configurations, in id order (anchors first)."""
+        return list(self._configs)
+
+    def stitch_config(self, config_id: int) -> StitchConfig:
+        self._check_id(config_id)
+        return self._configs[config_id]
+
+    def _check_id(self, config_id: Any) -> None:
+        if isinstance(config_id, bool) or not isinstance(config_id, int) or not 0 <= config_id < self.num_configs:
+            raise ConfigError(f"stitch configuration {config_id!r} does not exist: valid ids are 0..{self.num_configs - 1}")
+
+    def _path_modules(self, config_id: int) -> list[nn.Module]:
+        cfg = self._configs[config_id]
+        if cfg.is_anchor:
+            return [self.anchors[cfg.anchors[0]]]
+        s = cfg.stage
+        mods = self._views[cfg.anchors[0]].run_until(s, cfg.positions[0][0])
+        hops = list(zip(cfg.anchors, cfg.anchors[1:]))
+        for k, (front, end) in enumerate(hops):
+            mods.append(self.stitch_layers[_layer_key(s, front, end)][cfg.layers[k]])
+            start = cfg.positions[k][1]
+            if k + 1 < len(hops):  # a middle anchor runs from its entry block to the next stitch
+                mods += self._views[end].run_between(s, start, cfg.positions[k + 1][0])
+            else:
+                mods += self._views[end].run_from(s, start)
+        return mods
+
+    def set_active(self, config_id: int) -> None:
+        """Run configuration ``config_id`` from now on (training and evaluation alike)."""
+        self._check_id(config_id)
+        self.active_id = config_id
+        self._path = self._path_modules(config_id)
+
+    def sample_config(self, rng: random.Random | None = None) -> int:
+        """A configuration id drawn uniformly, anchors included (the reference's training rule)."""
+        return (rng or random).randrange(self.num_configs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for module in self._path:
+            x = module(x)
+        return x
+
+    # ------------------------------------------------------------------------------ costs, extraction
+    def config_params(self, config_id: int) -> int:
+        """Parameters on the path of ``config_id`` (the size of its extracted model)."""
+        self._check_id(config_id)
+        seen: dict[int, int] = {}
+        for m in self._path_modules(config_id):
+            for p in m.parameters():
+                seen[id(p)] = p.numel()
+        return sum(seen.values())
+
+    def configs(self, img_size: int | tuple[int, int] = 224, macs: bool = True) -> list[dict[str, Any]]:
+        """One row per configuration: id, anchors, stage, positions, layers, params, MACs (batch 1 at ``img_size``)."""
+        rows = []
+        active = self.active_id
+        try:
+            for i, cfg in enumerate(self._configs):
+                row = {"id": i, **cfg.to_dict(), "params": self.config_params(i)}
+                if macs:
+                    self.set_active(i)
+                    row["macs"] = count_macs(self, img_size)
+                rows.append(row)
+        finally:
+            self.set_active(active)
+        return rows
+
+    def extract(self, config_id: int | None = None) -> nn.Module:
+        """A static copy of one configuration (default: the active one): the anchor itself, or a
+        :class:`StitchedModel` of the path's modules. Outputs equal the SN-Net's for that configuration."""
+        config_id = self.active_id if config_id is None else config_id
+        self._check_id(config_id)
+        cfg = self._configs[config_id]
+        if cfg.is_anchor:
+            return copy.deepcopy(self.anchors[cfg.anchors[0]])
+        # one deepcopy of the whole chain keeps modules that appear twice (none today) shared
+        chain = copy.deepcopy(nn.ModuleList(self._path_modules(config_id)))
+        return StitchedModel(*chain, stitch_config={"id": config_id, **cfg.to_dict()}).train(self.training)
+
+    # ------------------------------------------------------------------------------ least squares
+    @torch.no_grad()
+    def init_stitches(self, images: torch.Tensor) -> None:
+        """Least-squares initialisation of every stitching layer from one batch of images (reference: 100).
+
+        Each anchor runs once in eval mode; for each stitch position ``(j, l)`` the front's block-``j`` output
+        is regressed on the end's block-``l`` input; a layer used at several positions gets the average.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            acts = [v.block_inputs(images) for v in self._views]
+        finally:
+            self.train(was_training)
+        positions: dict[tuple[str, int], set[tuple[int, int, int, int, int]]] = defaultdict(set)
+        for cfg in self._configs:
+            for k, (front, end) in enumerate(zip(cfg.anchors, cfg.anchors[1:])):
+                j, l = cfg.positions[k]
+                positions[(_layer_key(cfg.stage, front, end), cfg.layers[k])].add((cfg.stage, front, end, j, l))
+        for (key, layer_id), where in positions.items():
+            pairs = []
+            for s, front, end, j, l in sorted(where):
+                x = to_rows(acts[front][s][j + 1], self._views[front].fmt)  # output of front block j
+                y = to_rows(acts[end][s][l], self._views[end].fmt)  # input of end block l
+                if x.shape[0] != y.shape[0]:
+                    raise ConfigError(f"cannot stitch anchor {front} into {end} at stage {s}: their activations "
+                                      f"have {x.shape[0]} and {y.shape[0]} positions for these images")
+                pairs.append((x, y))
+            self.stitch_layers[key][layer_id].set_weight_bias(*averaged_stitch(pairs))
