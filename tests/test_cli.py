@@ -184,7 +184,7 @@ def test_bench_compare_timm_prints_ratio(capsys, tmp_path):
     (["bench", "resnet18", "--dtype", "fp8"], "invalid choice: 'fp8'"),
     (["bench", "resnet18", "--dtype", "fp16"], "--dtype fp16 is not supported on the CPU"),
     (["bench", "resnet18", "--mode", "eval"], "invalid choice: 'eval'"),
-    (["bench", "resnet18", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (["bench", "resnet18", "--batch-size", "0"], "argument --batch-size: must be an integer >= 1, got 0"),
     (["bench", "resnet18", "--device", "tpu"], "--device must be cpu or cuda"),
     (["bench", "resnet18", "--out", "results.txt"], ".json or .csv"),
     (["bench", "resnet18", "--compare", "torchvision"], "invalid choice: 'torchvision'"),

@@ -87,11 +87,14 @@ def float_range(lo: float | None = None, hi: float | None = None, *,
 
 
 def check_range(name: str, value: Number, lo: Number | None = None, hi: Number | None = None, *,
-                lo_open: bool = False, hi_open: bool = False) -> Number:
-    """Return ``value`` if it lies in the range, else raise :class:`ConfigError` naming ``name`` and the range."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+                lo_open: bool = False, hi_open: bool = False, integer: bool = False) -> Number:
+    """Return ``value`` if it lies in the range, else raise :class:`ConfigError` naming ``name`` and the range
+    (``integer``: an int is required)."""
+    kinds = (int,) if integer else (int, float)
+    ok = isinstance(value, kinds) and not isinstance(value, bool)
     if ok and isinstance(value, float) and not math.isfinite(value):
         ok = False
     if not ok or not in_range(value, lo, hi, lo_open=lo_open, hi_open=hi_open):
-        raise ConfigError(f"{name} {_expected('a number', lo, hi, lo_open, hi_open)}, got {value!r}")
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"{name} {_expected(kind, lo, hi, lo_open, hi_open)}, got {value!r}")
     return value

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from typing import Any, Sequence
 
 from ..bench.throughput import DTYPES, MODES, BenchResult, BenchSettings
+from ..options import int_range
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("models", nargs="+", metavar="MODEL", help="one or more model names")
     p.add_argument("--mode", choices=MODES, default="infer",
                    help="infer: forward under no_grad; train: forward + backward + SGD step (default infer)")
-    p.add_argument("--batch-size", type=int, default=32, metavar="B", help="images per batch (default 32)")
-    p.add_argument("--img-size", type=int, default=224, metavar="N", help="square input size (default 224)")
+    p.add_argument("--batch-size", type=int_range(1), default=32, metavar="B", help="images per batch (default 32)")
+    p.add_argument("--img-size", type=int_range(1), default=224, metavar="N", help="square input size (default 224)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--dtype", choices=list(DTYPES), default="fp32",
                    help="fp32, bf16 or fp16 (cuda only); low precision casts for infer, autocasts for train")
@@ -29,16 +30,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the models (compiled during warm-up)")
     p.add_argument("--compare", choices=["timm"], default=None,
                    help="also measure timm's model of the same name (needs timm installed)")
-    p.add_argument("--warmup", type=int, default=3, metavar="N", help="untimed steps per model (default 3)")
-    p.add_argument("--repeats", type=int, default=10, metavar="N", help="timed steps per model (default 10)")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
+    p.add_argument("--warmup", type=int_range(0), default=3, metavar="N", help="untimed steps per model (default 3)")
+    p.add_argument("--repeats", type=int_range(1), default=10, metavar="N", help="timed steps per model (default 10)")
+    p.add_argument("--threads", type=int_range(1), default=None, metavar="N",
                    help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the results to FILE (.json or .csv)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench.report import check_results_path, write_results
+    from ..bench.report import check_results_path
     from ..bench.throughput import benchmark, environment
     from ..models import model_entrypoint
 
@@ -50,11 +51,12 @@ def run(args: argparse.Namespace) -> int:
     for name in args.models:  # every mistake is reported before anything is built or measured
         model_entrypoint(name)
     if args.out:
-        check_results_path(args.out)
+        from ..outputs import check_writable
 
-    def progress(msg: str) -> None:
-        if sys.stderr.isatty():
-            print(f"  {msg}", file=sys.stderr, flush=True)
+        check_writable(check_results_path(args.out))  # now, not after minutes of measuring
+
+    def progress(msg: str) -> None:  # minutes of measuring: say what is happening (stderr, the table stays clean)
+        print(f"  {msg}", file=sys.stderr, flush=True)
 
     results = benchmark(args.models, settings, compare=args.compare, progress=progress)
     env = environment(settings.device)
@@ -68,10 +70,32 @@ def run(args: argparse.Namespace) -> int:
             if args.compare:
                 row[f"ratio_vs_{args.compare}"] = ratio_of.get(r.model) if r.impl == "flexbone" else None
             out_rows.append(row)
-        path = write_results(args.out, out_rows, environment=env, settings=asdict(settings), ratios=compared,
-                             command=env["command"])
-        print(f"wrote {path}")
+        extra = dict(environment=env, settings=asdict(settings), ratios=compared, command=env["command"])
+        print(f"wrote {write_results_or_keep(args.out, out_rows, **extra)}")
     return 0
+
+
+def write_results_or_keep(out: str, rows: list[dict[str, Any]], **extra: Any):
+    """Write the results to ``out``; if that fails late (disk full, folder gone), write them to the temporary
+    folder and raise a one-line error saying where they are."""
+    import tempfile
+    from pathlib import Path
+
+    from ..bench.report import write_results
+    from ..errors import FlexboneError
+    from ..outputs import describe_os_error
+
+    try:
+        return write_results(out, rows, **extra)
+    except OSError as e:
+        reason = describe_os_error(e)
+    spare = Path(tempfile.gettempdir()) / f"flexbone-bench-{Path(out).name}"
+    try:
+        write_results(spare, rows, **extra)
+    except OSError:
+        raise FlexboneError(f"cannot write {out} ({reason}), nor a copy in {spare.parent}; the table above is all "
+                            f"that is left") from None
+    raise FlexboneError(f"cannot write {out} ({reason}); the results are kept in {spare}")
 
 
 def print_results(results: Sequence[BenchResult], settings: BenchSettings, env: dict[str, Any],

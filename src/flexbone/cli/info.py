@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ..errors import FlexboneError
+from ..options import int_range
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "module and map size per level) and the default input configuration "
                                    "of one model. Nothing is allocated: the model is built on the meta device.")
     p.add_argument("model", help="model name, e.g. resnet50 (see `flexbone list`)")
-    p.add_argument("--img-size", type=int, default=None, metavar="N",
+    p.add_argument("--img-size", type=int_range(1), default=None, metavar="N",
                    help="input size for MACs and map sizes (default: the model's input size)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=run)

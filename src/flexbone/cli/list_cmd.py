@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from ..errors import FlexboneError
+from ..options import int_range
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "their family, parameter count and MACs (multiply-accumulates, batch 1).")
     p.add_argument("pattern", nargs="?", default="", help="wildcard filter, e.g. 'resnet*' (default: all)")
     p.add_argument("--family", default=None, help="only this family, e.g. resnet")
-    p.add_argument("--img-size", type=int, default=224, metavar="N", help="input size for MACs (default 224)")
+    p.add_argument("--img-size", type=int_range(1), default=224, metavar="N", help="input size for MACs (default 224)")
     p.add_argument("--no-macs", action="store_true", help="skip counting MACs (faster)")
     p.add_argument("--names", action="store_true", help="print only the names, one per line (instant)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -16,9 +16,10 @@ import math
 import random
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, FlexboneError
+from ..options import float_range, int_range
 
 EPILOG = """examples:
   flexbone subnets --supernet ofa_mbv3_d234_e346_k357_w1.0 --checkpoint runs/x/model.safetensors --data /data/imagenet
@@ -40,23 +41,26 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                                        "a flexbone checkpoint-*.pt ...)")
     p.add_argument("--data", required=True, metavar="PATH|digits", help="image folder (train/ + val/), CIFAR batch "
                                                                          "files, or 'digits'")
-    p.add_argument("--n", type=int, default=50, help="sub-networks to evaluate, min and max included (default 50)")
+    p.add_argument("--n", type=int_range(1), default=50, help="sub-networks to evaluate, min and max included (default 50)")
     p.add_argument("--out", type=Path, default=Path("subnets.csv"), help="CSV to write (default subnets.csv)")
     p.add_argument("--plot", type=Path, default=None, help="scatter plot PNG (default: --out with .png)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled sub-networks and calibration images")
-    p.add_argument("--bn-batches", type=int, default=10, help="training batches for each BN recalibration "
+    p.add_argument("--bn-batches", type=int_range(1), default=10, help="training batches for each BN recalibration "
                                                               "(default 10; OFA uses ~2000 images)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--img-size", type=int, default=None, metavar="N", help="evaluation resolution (default: the "
+    p.add_argument("--batch-size", type=int_range(1), default=64)
+    p.add_argument("--img-size", type=int_range(1), default=None, metavar="N", help="evaluation resolution (default: the "
                                                                            "run's, else the model's)")
-    p.add_argument("--crop-pct", type=float, default=None, metavar="F")
+    p.add_argument("--crop-pct", type=float_range(0, 1, lo_open=True), default=None, metavar="F",
+                   help="centre-crop ratio in (0, 1]")
     p.add_argument("--interpolation", choices=("nearest", "bilinear", "bicubic"), default=None)
     p.add_argument("--split", default="val", help="image-folder sub-folder to evaluate (default val)")
     p.add_argument("--train-split", default="train", help="image-folder sub-folder for BN recalibration (default train)")
-    p.add_argument("--workers", type=int, default=2, help="data loader processes")
+    p.add_argument("--workers", type=int_range(0), default=2, help="data loader processes")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch intra-op threads")
+    p.add_argument("--threads", type=int_range(1), default=None, metavar="N", help="torch intra-op threads")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse the rows an interrupted run of the same command kept in OUT.partial.csv")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -93,11 +97,15 @@ def pareto_front(macs: Sequence[float], top1: Sequence[float]) -> list[int]:
 
 
 def evaluate_subnets(supernet: Any, configs: Sequence[tuple[str, Any]], calib_loader: Iterable, eval_loader: Iterable,
-                     device: Any, img_size: int, amp: Any = None, progress: bool = False) -> list[dict[str, Any]]:
+                     device: Any, img_size: int, amp: Any = None, progress: bool = False,
+                     on_row: Callable[[dict[str, Any]], None] | None = None,
+                     done: Mapping[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """One row per config: kind, config (JSON), img_size, MACs, params, top1, top5, loss (see the module doc).
 
     ``calib_loader`` must yield the same batches on every pass (all sub-networks see the same calibration
-    images); the whole of it is used for each recalibration.
+    images); the whole of it is used for each recalibration. ``on_row(row)`` is called as each row is
+    finished (``flexbone subnets`` writes it out at once, so an interruption keeps it); rows in ``done``
+    (keyed by config JSON, e.g. read back from such a file) are taken as they are instead of evaluated again.
     """
     from tqdm.auto import tqdm
 
@@ -110,6 +118,9 @@ def evaluate_subnets(supernet: Any, configs: Sequence[tuple[str, Any]], calib_lo
     for kind, cfg in tqdm(configs, desc="sub-networks", unit="net", disable=not progress, file=sys.stderr):
         # the resolution evaluated, where the space has it (else the config keeps none: see img_size)
         cfg = cfg.replace(resolution=img_size if img_size in space.resolution else None)
+        if done and cfg.to_json() in done:
+            rows.append({**done[cfg.to_json()], "kind": kind})
+            continue
         supernet.set_active(cfg)
         recalibrate_bn(supernet, calib_loader)
         static = supernet.extract().eval()
@@ -118,6 +129,8 @@ def evaluate_subnets(supernet: Any, configs: Sequence[tuple[str, Any]], calib_lo
                      "macs": count_macs(static, img_size, getattr(supernet, "in_chans", 3)),
                      "params": count_params(static), "top1": stats["top1"], "top5": stats["top5"],
                      "loss": stats["loss"]})
+        if on_row is not None:
+            on_row(rows[-1])
     front = set(pareto_front([r["macs"] for r in rows], [r["top1"] for r in rows]))
     for i, r in enumerate(rows):
         r["pareto"] = i in front
@@ -155,6 +168,53 @@ def plot_subnets(rows: Sequence[dict[str, Any]], path: str | Path, title: str = 
     finally:
         plt.close(fig)
     return path
+
+
+def partial_path(out: str | Path) -> Path:
+    """Where ``flexbone subnets --out OUT`` keeps its rows while it runs: ``OUT.partial.csv`` beside OUT."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.partial.csv")
+
+
+_ROW_TYPES = {"img_size": int, "macs": int, "params": int, "top1": float, "top5": float, "loss": float}
+
+
+def read_rows(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Rows of a subnets CSV keyed by config JSON, typed as :func:`evaluate_subnets` makes them."""
+    path = Path(path)
+    rows: dict[str, dict[str, Any]] = {}
+    try:
+        with open(path, newline="") as f:
+            for line, row in enumerate(csv.DictReader(f), start=2):
+                row.pop("pareto", None)
+                try:
+                    rows[row["config"]] = {k: _ROW_TYPES.get(k, str)(v) for k, v in row.items()}
+                except (KeyError, TypeError, ValueError):
+                    raise ConfigError(f"{path} line {line}: not a row written by flexbone subnets; delete the file "
+                                      f"or run without --resume") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ConfigError(f"cannot read {path} ({type(e).__name__}: {e}); delete it or run without --resume") from None
+    return rows
+
+
+def write_rows_or_keep(rows: Sequence[dict[str, Any]], out: Path, partial: Path) -> Path:
+    """Write the final CSV; if that fails late (disk full, folder gone), keep the rows elsewhere and say where."""
+    import tempfile
+
+    from ..outputs import describe_os_error
+
+    try:
+        return write_csv(rows, out)
+    except OSError as e:
+        reason = describe_os_error(e)
+    for spare in (partial, Path(tempfile.gettempdir()) / f"flexbone-{out.name}"):
+        try:
+            write_csv(rows, spare)
+        except OSError:
+            continue
+        raise FlexboneError(f"cannot write {out} ({reason}); the {len(rows)} evaluated rows are kept in {spare}")
+    raise FlexboneError(f"cannot write {out} ({reason}), nor a copy in {partial.parent} or the temporary folder; "
+                        f"the results are lost")
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
@@ -235,14 +295,19 @@ def run(args: argparse.Namespace) -> int:
     from ..train.engine import amp_dtype
     from .validate import eval_data_config, eval_dataset
 
-    if args.n < 1:
-        raise ConfigError(f"--n must be at least 1, got {args.n}")
-    if args.bn_batches < 1 or args.batch_size < 1:
-        raise ConfigError("--bn-batches and --batch-size must be positive")
+    from ..interrupt import interrupt_note
+    from ..outputs import check_writable
+
     out = Path(args.out)
     if out.suffix.lower() != ".csv":
         raise ConfigError(f"--out {out}: the results are written as a .csv file")
     plot = Path(args.plot) if args.plot else out.with_suffix(".png")
+    partial = partial_path(out)
+    for path in (out, plot, partial):  # before any evaluation: an unwritable output fails now, not in an hour
+        check_writable(path)
+    done = read_rows(partial) if args.resume and partial.is_file() else {}
+    if args.resume and not done:
+        print(f"flexbone: nothing to resume ({partial} holds no rows); evaluating all sub-networks", file=sys.stderr)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -261,13 +326,44 @@ def run(args: argparse.Namespace) -> int:
                                        args.batch_size, args.seed, args.workers, pin)
 
     configs = sample_subnets(supernet.space, args.n, args.seed)
-    with torch.no_grad():
+    finished: list[dict[str, Any]] = []
+
+    unkept: list[str] = []
+
+    def keep(row: dict[str, Any]) -> None:  # every finished row goes to disk at once (atomically)
+        finished.append(row)
+        try:
+            write_csv(finished, partial)
+        except OSError as e:  # e.g. a full disk: keep evaluating, the rows stay in memory for the final write
+            if not unkept:
+                from ..outputs import describe_os_error
+
+                print(f"flexbone: warning: cannot keep rows in {partial} ({describe_os_error(e)}); continuing",
+                      file=sys.stderr)
+            unkept.append(row["config"])
+
+    def kept() -> str:
+        if not finished or unkept:
+            return "no sub-network was finished; nothing kept" if not finished else \
+                f"{len(finished)} evaluated sub-network(s) could not be kept ({partial} was not writable)"
+
+        return (f"kept {len(finished)} evaluated sub-network(s) in {partial}; rerun the same command with --resume "
+                f"to continue")
+
+    with interrupt_note(kept), torch.no_grad():
         rows = evaluate_subnets(supernet, configs, calib_loader, eval_loader, device, data_cfg.img_size,
-                                amp=amp_dtype(args.amp, device), progress=not args.no_progress)
+                                amp=amp_dtype(args.amp, device), progress=not args.no_progress, on_row=keep,
+                                done=done)
     name = args.supernet or meta.get("model")
-    write_csv(rows, out)
-    plot_subnets(rows, plot, title=f"{name} on {args.data}: {len(rows)} sub-networks, BN recalibrated "
-                                   f"on {args.bn_batches} x {args.batch_size} images")
+    write_rows_or_keep(rows, out, partial)
+    partial.unlink(missing_ok=True)
+    try:
+        plot_subnets(rows, plot, title=f"{name} on {args.data}: {len(rows)} sub-networks, BN recalibrated "
+                                       f"on {args.bn_batches} x {args.batch_size} images")
+    except OSError as e:
+        from ..outputs import describe_os_error
+
+        raise FlexboneError(f"cannot write the plot {plot} ({describe_os_error(e)}); the rows are in {out}") from None
 
     from ..bench.report import format_table
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 import argparse
 import textwrap
 
+from ..options import int_range
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tour", help="a short tour: the ResNet family, a model up close, a benchmark",
                        description="List the ResNet family, show resnet50's size, cost and feature pyramid, "
                                    "and benchmark resnet18 against resnet50 on the CPU (a few seconds).")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads for the benchmark")
+    p.add_argument("--threads", type=int_range(1), default=None, metavar="N", help="torch threads for the benchmark")
     p.set_defaults(func=run)
 
 

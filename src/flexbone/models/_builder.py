@@ -9,7 +9,13 @@ import torch.nn as nn
 
 from ..checkpoint import load_checkpoint
 from ..errors import ConfigError, FlexboneError
+from ..options import check_range
 from ._registry import model_entrypoint
+
+
+# the common model arguments: (lowest, highest excluded or None, integer)
+MODEL_ARG_RANGES = {"num_classes": (0, None, True), "in_chans": (1, None, True), "drop_rate": (0, 1, False),
+                    "drop_path_rate": (0, 1, False), "drop_block_rate": (0, 1, False)}
 
 
 def create_model(
@@ -35,6 +41,9 @@ def create_model(
             ``output_stride`` and family options (see each family's model class).
     """
     entry = model_entrypoint(model_name)
+    for arg, (lo, hi, integer) in MODEL_ARG_RANGES.items():  # at the edge, with the valid range in the message
+        if kwargs.get(arg) is not None:
+            check_range(f"{model_name}: {arg}", kwargs[arg], lo, hi, hi_open=hi is not None, integer=integer)
     if "output_stride" in kwargs and kwargs["output_stride"] not in (8, 16, 32):
         raise ConfigError(f"output_stride must be 8, 16 or 32, not {kwargs['output_stride']}")
     try:
