@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -86,15 +87,30 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about the pickle protocol of a plain pickle before refusing it: the refusal says enough
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
             f"refused to load {path}: it holds Python objects other than tensors, and loading them could "
-            f"run code from the file ({first}). Re-save the weights as a plain state dict or .safetensors."
+            f"run code from the file ({_refusal_detail(e)}). Re-save the weights as a plain state dict or "
+            f".safetensors."
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError) as e:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+
+
+def _refusal_detail(e: Exception) -> str:
+    """What torch's weights-only unpickler found, without its advice to retry with ``weights_only=False``
+    (which would run the file's code: flexbone never points a user there)."""
+    keep = []
+    for line in str(e).splitlines():
+        line = line.strip().removeprefix("WeightsUnpickler error:").strip()
+        if not line or "weights_only" in line or line.startswith(("Please file an issue", "Check the documentation")):
+            continue
+        keep.append(line)
+    return " ".join(keep) or type(e).__name__
 
 
 def _is_state_dict(obj: Any) -> bool:
