@@ -29,6 +29,10 @@ class ConfigError(FlexboneError, ValueError):
     """An invalid option, recipe key or value."""
 
 
+class ExportError(FlexboneError):
+    """A model that cannot be exported, or an exported artifact that does not compute what the model does."""
+
+
 def closest(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
     """The entries of ``choices`` most similar to ``word`` (best first)."""
     choices = list(choices)

@@ -27,7 +27,7 @@ class BatchNorm2d(nn.BatchNorm2d):
     Contract, as for ``nn.ReLU(inplace=True)``: use it only where the input is a fresh tensor that nothing
     else reads afterwards, such as the output of the convolution before it. Every flexbone model builds its
     norms so (``tests/test_models.py`` checks each registered model against torch's BN). Under
-    ``torch.compile`` / ``torch.export`` the plain path is traced (the compiler fuses anyway).
+    ``torch.compile`` / ``torch.export`` / ``torch.jit.trace`` (ONNX) the plain path is traced (the compiler fuses anyway).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -56,6 +56,10 @@ class BatchNorm2d(nn.BatchNorm2d):
         return torch.addcmul(shift.view(1, c, 1, 1), x, scale.view(1, c, 1, 1), out=x)
 
     def _normalise_in_place(self, x: torch.Tensor) -> bool:
+        # traced programs (torch.jit.trace / torch.onnx.export, torch.export, torch.compile) record the plain op;
+        # checked first, so that the size test below does not put a guard on a dynamic batch dimension
+        if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting():
+            return False
         if self.training or self.running_var is None or x.numel() < _INPLACE_MIN_NUMEL:
             return False
         if x.device.type != "cpu":  # the saving is the CPU's page faults; CUDA's caching allocator has none
@@ -64,8 +68,6 @@ class BatchNorm2d(nn.BatchNorm2d):
             return False
         if x.dtype not in (torch.float32, torch.float64) or x.dtype != self.running_var.dtype:
             return False  # low precision: the native kernel keeps its scale in fp32
-        if torch.compiler.is_compiling() or torch.compiler.is_exporting():
-            return False
         if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
             return False  # autograd needs the input (or the affine parameters are being fine-tuned)
         return True

@@ -1,0 +1,88 @@
+"""`flexbone export --model NAME [--checkpoint C] | --subnet DIR --format onnx|pt2|safetensors --out PATH`.
+
+Writes a deployment artifact checked against the PyTorch model (ONNX in onnxruntime, pt2 after
+``torch.export.load``, safetensors after rebuilding with ``create_model``) and its sidecar ``PATH.json``
+(input size, normalisation, class names, how it was made). Options are checked and ``--out`` is probed
+before any work; the artifact appears only when complete and checked.
+"""
+from __future__ import annotations
+
+import argparse
+
+from ..options import int_range
+
+EPILOG = """examples:
+  flexbone export --checkpoint runs/quickstart-*/model.safetensors --format onnx --out digits.onnx
+  flexbone export --model resnet50 --checkpoint resnet50.pth --format onnx --fold-bn --dynamic-batch --out r50.onnx
+  flexbone export --subnet my_subnet/ --format pt2 --img-size 192 --out subnet.pt2
+  flexbone export --checkpoint model.safetensors --format onnx --int8 --calib-data photos/ --out model-int8.onnx
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..export.artifact import DEFAULT_CALIB_BATCHES, FORMATS
+    from ..export.onnx import DEFAULT_OPSET
+
+    p = sub.add_parser("export", help="export a model or sub-network to ONNX / torch.export / safetensors, checked",
+                       description="Export a model (a registered name with a checkpoint, or a saved sub-network) as "
+                                   "a deployment artifact, checked against the PyTorch model on a random and a real "
+                                   "input (max abs difference <= 1e-4 in fp32, else nothing is written), plus a "
+                                   "sidecar OUT.json with the preprocessing and class names.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", metavar="NAME", help="registered model name (default: the checkpoint's); alone, "
+                                                   "random weights (for latency tests)")
+    p.add_argument("--checkpoint", metavar="PATH", help="weights (.safetensors / .pt / .pth, flexbone run outputs, "
+                                                        "timm / torchvision state dicts)")
+    p.add_argument("--subnet", metavar="DIR", help="a sub-network folder written by save_subnet / flexbone subnets")
+    # a free string, not choices=: an unknown format gets flexbone's own one-line message
+    p.add_argument("--format", required=True, metavar="|".join(FORMATS), help="artifact format")
+    p.add_argument("--out", required=True, metavar="PATH", help="the artifact to write (its sidecar: PATH.json)")
+    p.add_argument("--img-size", type=int_range(1, 4096), default=None, metavar="N",
+                   help="input resolution (default: the checkpoint's evaluation size, else the model's)")
+    batch = p.add_mutually_exclusive_group()
+    batch.add_argument("--batch-size", type=int_range(1, 4096), default=1, metavar="N",
+                       help="the artifact's fixed batch size (default 1)")
+    batch.add_argument("--dynamic-batch", action="store_true", help="any batch size (onnx, pt2)")
+    p.add_argument("--fold-bn", action="store_true", help="fold batch norms into the convs before exporting")
+    p.add_argument("--opset", type=int_range(7), default=DEFAULT_OPSET, metavar="N",
+                   help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.add_argument("--int8", action="store_true", help="post-training static int8 quantization (onnxruntime, "
+                                                       "QDQ, per-channel); needs --calib-data")
+    p.add_argument("--calib-data", metavar="DIR|digits", help="images to calibrate int8 on: a folder (any layout) "
+                                                              "or 'digits'")
+    p.add_argument("--calib-batches", type=int_range(1), default=DEFAULT_CALIB_BATCHES, metavar="N",
+                   help=f"calibration batches (default {DEFAULT_CALIB_BATCHES})")
+    p.add_argument("--threads", type=int_range(1), default=None, metavar="N", help="torch threads while exporting")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..errors import ConfigError
+    from ..export.artifact import export_model, sidecar_path, validate_request
+    from ..export.onnx import MIN_OPSET, max_opset
+    from ..export.source import load_source
+    from ..outputs import check_writable
+
+    # every option and the output before any model is built
+    validate_request(args.format, fold=args.fold_bn, int8=args.int8, calib_data=args.calib_data,
+                     batch_size=args.batch_size, dynamic_batch=args.dynamic_batch)
+    if args.format == "onnx" and not MIN_OPSET <= args.opset <= max_opset():
+        raise ConfigError(f"--opset must be in [{MIN_OPSET}, {max_opset()}] for torch {torch.__version__}, "
+                          f"got {args.opset}")
+    if args.subnet is None and args.model is None and args.checkpoint is None:
+        raise ConfigError("nothing to export: give --model NAME (with --checkpoint C) or --subnet DIR")
+    check_writable(args.out)
+    check_writable(sidecar_path(args.out))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    source = load_source(args.model, args.checkpoint, args.subnet)
+    if args.checkpoint is None and args.subnet is None:
+        print(f"flexbone: note: no --checkpoint: exporting {args.model} with random weights")
+    export_model(source, args.out, args.format, img_size=args.img_size, batch_size=args.batch_size,
+                 dynamic_batch=args.dynamic_batch, fold=args.fold_bn, opset=args.opset, int8=args.int8,
+                 calib_data=args.calib_data, calib_batches=args.calib_batches)
+    print(f"flexbone: wrote {args.out} and {sidecar_path(args.out)}")
+    return 0
