@@ -1,0 +1,317 @@
+"""Vision Transformer (Dosovitskiy et al. 2021) and DeiT (Touvron et al. 2021), as timm's ``VisionTransformer``.
+
+Parameter names, shapes and arithmetic follow timm's class token / learned position embedding / pre-norm
+design, so timm checkpoints of ``vit_*`` and ``deit_*`` load with ``strict=True`` and give the same outputs
+(``tests/test_vit.py``). DeiT and ViT differ only in their preprocessing (``default_cfg``).
+
+Feature levels are the blocks (timm: ``blocks.i``, stride = patch size); ``features_only`` returns the
+patch tokens of the chosen blocks as ``(B, C, H/p, W/p)`` maps. The blocks are the units an SN-Net stitches
+(``stitch_view``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+from ..layers.drop import DropPath
+from ._base import IMAGENET_MEAN, IMAGENET_STD, Backbone, default_cfg
+from ._features import FeatureInfo, FeatureStage
+from ._registry import register_model
+
+INCEPTION_MEAN = (0.5, 0.5, 0.5)
+INCEPTION_STD = (0.5, 0.5, 0.5)
+
+
+# -------------------------------------------------------------------------------------------- blocks
+class PatchEmbed(nn.Module):
+    """Non-overlapping ``patch x patch`` patches -> tokens: ``(B, C, H, W) -> (B, HW/p^2, D)`` (or ``'nhwc'``)."""
+
+    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int, norm_layer: Any = None,
+                 output_fmt: str = "nlc", strict_img_size: bool = True):
+        super().__init__()
+        self.img_size = (img_size, img_size)
+        self.patch_size = (patch_size, patch_size)
+        self.grid_size = (img_size // patch_size, img_size // patch_size)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.output_fmt, self.strict_img_size = output_fmt, strict_img_size
+        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size)
+        self.norm = norm_layer(embed_dim) if norm_layer else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.strict_img_size and tuple(x.shape[-2:]) != self.img_size:
+            raise ConfigError(f"input size {tuple(x.shape[-2:])} does not match the model's img_size {self.img_size} "
+                              f"(create the model with img_size={x.shape[-1]})")
+        x = self.proj(x).permute(0, 2, 3, 1)  # (B, D, H/p, W/p) -> (B, H/p, W/p, D)
+        if self.output_fmt == "nlc":
+            x = x.flatten(1, 2)
+        return self.norm(x)
+
+
+class Mlp(nn.Module):
+    """``fc1 -> act -> fc2`` (timm's ``Mlp``; dropout after each as timm's ``proj_drop``)."""
+
+    def __init__(self, dim: int, hidden: int, act_layer: Any = nn.GELU, drop: float = 0.0):
+        super().__init__()
+        self.fc1, self.act, self.drop1 = nn.Linear(dim, hidden), act_layer(), nn.Dropout(drop)
+        self.fc2, self.drop2 = nn.Linear(hidden, dim), nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over all tokens, one fused qkv projection."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ConfigError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj, self.proj_drop = nn.Linear(dim, dim), nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # (B, heads, N, head_dim) each
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True, proj_drop: float = 0.0,
+                 attn_drop: float = 0.0, drop_path: float = 0.0, norm_layer: Any = nn.LayerNorm):
+        super().__init__()
+        self.norm1 = norm_layer(dim)
+        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, proj_drop)
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path1(self.attn(self.norm1(x)))
+        return x + self.drop_path2(self.mlp(self.norm2(x)))
+
+
+class TokenStem(nn.Module):
+    """Patches -> tokens with the class token prepended and the position embedding added (timm's
+    ``patch_embed`` + ``_pos_embed`` + ``norm_pre``). Holds the model's own parameters (shared, not copied)."""
+
+    def __init__(self, model: "VisionTransformer"):
+        super().__init__()
+        self.patch_embed, self.pos_drop, self.norm_pre = model.patch_embed, model.pos_drop, model.norm_pre
+        self.cls_token, self.pos_embed = model.cls_token, model.pos_embed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)  # (B, N, D)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1 + N, D)
+        return self.norm_pre(self.pos_drop(x + self.pos_embed))
+
+
+class TokenHead(nn.Module):
+    """Final norm, then the class token (or the mean of the patch tokens), then the classifier."""
+
+    def __init__(self, model: "VisionTransformer"):
+        super().__init__()
+        self.norm, self.fc_norm, self.head_drop, self.head = model.norm, model.fc_norm, model.head_drop, model.head
+        self.global_pool, self.num_prefix_tokens = model.global_pool, model.num_prefix_tokens
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x)
+        x = x[:, self.num_prefix_tokens:].mean(1) if self.global_pool == "avg" else x[:, 0]
+        return self.head(self.head_drop(self.fc_norm(x)))
+
+
+# --------------------------------------------------------------------------------------------- model
+class VisionTransformer(Backbone):
+    """ViT / DeiT: patch embedding, class token, ``depth`` pre-norm blocks, final norm, linear head.
+
+    Args:
+        img_size: the square input size the position embedding is made for (inputs must have it).
+        patch_size, embed_dim, depth, num_heads, mlp_ratio, qkv_bias: the architecture.
+        global_pool: ``'token'`` (the class token, ViT/DeiT) or ``'avg'`` (mean of the patch tokens, with a
+            norm after pooling instead of before, as timm's ``fc_norm``).
+        drop_rate: dropout before the head (and after position embedding, attention projection and MLP, as
+            timm's ``pos_drop_rate`` / ``proj_drop_rate`` when ``proj_drop_rate`` is given).
+        drop_path_rate: stochastic depth, rising linearly over the blocks.
+    """
+
+    def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, num_classes: int = 1000,
+                 global_pool: str = "token", embed_dim: int = 768, depth: int = 12, num_heads: int = 12,
+                 mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_rate: float = 0.0, pos_drop_rate: float = 0.0,
+                 proj_drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0):
+        super().__init__()
+        if global_pool not in ("token", "avg"):
+            raise ConfigError(f"global_pool must be 'token' or 'avg' for a ViT, not {global_pool!r}")
+        norm_layer = partial(nn.LayerNorm, eps=1e-6)
+        self.num_classes, self.global_pool = num_classes, global_pool
+        self.num_features = self.embed_dim = embed_dim
+        self.num_prefix_tokens = 1
+        self.patch_size = patch_size
+
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, embed_dim))
+        self.pos_drop = nn.Dropout(pos_drop_rate)
+        self.norm_pre = nn.Identity()
+        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linear in the block index
+        self.blocks = nn.Sequential(*[
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, proj_drop_rate, attn_drop_rate, dpr[i], norm_layer)
+            for i in range(depth)])
+        use_fc_norm = global_pool == "avg"
+        self.norm = norm_layer(embed_dim) if not use_fc_norm else nn.Identity()
+        self.fc_norm = norm_layer(embed_dim) if use_fc_norm else nn.Identity()
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.feature_info = FeatureInfo([FeatureStage(embed_dim, patch_size, f"blocks.{i}") for i in range(depth)])
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # timm's default ('') scheme: truncated normal 0.02 for position embedding and linears, tiny class token
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.normal_(self.cls_token, std=1e-6)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias) if m.bias is not None else None
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        if global_pool is not None:
+            if global_pool not in ("token", "avg", ""):
+                raise ConfigError(f"global_pool must be 'token', 'avg' or '', not {global_pool!r}")
+            self.global_pool = global_pool or "token"
+        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._embed(x)
+        for blk in self.blocks:
+            x = torch.utils.checkpoint.checkpoint(blk, x, use_reentrant=False) if (
+                self.grad_checkpointing and self.training) else blk(x)
+        return self.norm(x)  # (B, 1 + N, D)
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return self.norm_pre(self.pos_drop(x + self.pos_embed))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x[:, self.num_prefix_tokens:].mean(1) if self.global_pool == "avg" else x[:, 0]
+        x = self.head_drop(self.fc_norm(x))
+        return x if pre_logits else self.head(x)
+
+    @torch.jit.unused
+    def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False,
+                              return_prefix_tokens: bool = False):
+        """timm's ``forward_intermediates``: the outputs of blocks ``indices`` (``None`` all, int the last n),
+        patch tokens only, as ``(B, D, H/p, W/p)`` maps (``'NCHW'``) or ``(B, N, D)`` (``'NLC'``)."""
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ConfigError(f"output_fmt must be 'NCHW' or 'NLC', not {output_fmt!r}")
+        take = _take_indices(len(self.blocks), indices)
+        B, _, H, W = x.shape
+        x = self._embed(x)
+        last = max(take) if stop_early else len(self.blocks) - 1
+        inter, prefix = [], []
+        for i, blk in enumerate(self.blocks[:last + 1]):
+            x = blk(x)
+            if i in take:
+                y = self.norm(x) if norm else x
+                prefix.append(y[:, :self.num_prefix_tokens])
+                y = y[:, self.num_prefix_tokens:]
+                if output_fmt == "NCHW":
+                    y = y.reshape(B, H // self.patch_size, W // self.patch_size, -1).permute(0, 3, 1, 2).contiguous()
+                inter.append(y)
+        if return_prefix_tokens:
+            inter = list(zip(inter, prefix))
+        if intermediates_only:
+            return inter
+        return self.norm(x), inter
+
+    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """timm's: keep the blocks up to the deepest of ``indices`` (optionally drop the norm and the head)."""
+        take = _take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[:max(take) + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.fc_norm = nn.Identity()
+            self.reset_classifier(0, "")
+        return take
+
+    def stitch_view(self):
+        """The blocks as one stitchable stage of tokens (``flexbone.stitch``)."""
+        from ..stitch.anchors import AnchorView, StitchStage
+
+        return AnchorView(TokenStem(self), [StitchStage(list(self.blocks), self.embed_dim)], TokenHead(self), "nlc",
+                          plain=True)
+
+
+def _take_indices(num_blocks: int, indices: int | Sequence[int] | None) -> list[int]:
+    """timm's ``feature_take_indices``: ``None`` all blocks, an int the last ``n``, a sequence those (negative ok)."""
+    if indices is None:
+        return list(range(num_blocks))
+    if isinstance(indices, int):
+        if not 0 < indices <= num_blocks:
+            raise ConfigError(f"indices={indices}: the model has {num_blocks} blocks")
+        return list(range(num_blocks - indices, num_blocks))
+    out = []
+    for i in indices:
+        if not -num_blocks <= i < num_blocks:
+            raise ConfigError(f"block index {i} out of range for {num_blocks} blocks")
+        out.append(i % num_blocks)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ variants
+@dataclass(frozen=True)
+class ViTSpec:
+    patch_size: int
+    embed_dim: int
+    depth: int
+    num_heads: int
+
+
+# name: (architecture, preprocessing). DeiT: ImageNet mean/std; ViT (augreg): Inception mean/std. Both bicubic, crop 0.9.
+_DEIT_CFG = dict(mean=IMAGENET_MEAN, std=IMAGENET_STD)
+_VIT_CFG = dict(mean=INCEPTION_MEAN, std=INCEPTION_STD)
+VARIANTS: dict[str, tuple[ViTSpec, dict[str, Any]]] = {
+    "deit_tiny_patch16_224": (ViTSpec(16, 192, 12, 3), _DEIT_CFG),
+    "deit_small_patch16_224": (ViTSpec(16, 384, 12, 6), _DEIT_CFG),
+    "deit_base_patch16_224": (ViTSpec(16, 768, 12, 12), _DEIT_CFG),
+    "vit_tiny_patch16_224": (ViTSpec(16, 192, 12, 3), _VIT_CFG),
+    "vit_small_patch16_224": (ViTSpec(16, 384, 12, 6), _VIT_CFG),
+    "vit_small_patch32_224": (ViTSpec(32, 384, 12, 6), _VIT_CFG),
+    "vit_base_patch16_224": (ViTSpec(16, 768, 12, 12), _VIT_CFG),
+    "vit_base_patch32_224": (ViTSpec(32, 768, 12, 12), _VIT_CFG),
+    "vit_large_patch16_224": (ViTSpec(16, 1024, 24, 16), _VIT_CFG),
+}
+
+
+def _build(name: str, **kwargs: Any) -> VisionTransformer:
+    spec, cfg = VARIANTS[name]
+    model = VisionTransformer(patch_size=spec.patch_size, embed_dim=spec.embed_dim, depth=spec.depth,
+                              num_heads=spec.num_heads, **kwargs)
+    size = model.patch_embed.img_size[0]
+    model.default_cfg = default_cfg(input_size=(3, size, size), crop_pct=0.9, interpolation="bicubic",
+                                    fixed_input_size=True, pool_size=None, first_conv="patch_embed.proj",
+                                    classifier="head", **cfg)
+    return model
+
+
+for _name in VARIANTS:
+    _entry = partial(_build, _name)
+    _entry.model_cls = VisionTransformer
+    register_model(_entry, name=_name, family="vit")
