@@ -16,7 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format PIL reads) or folders "
                                                                "(every image file in them, recursively)")
     p.add_argument("--model", metavar="NAME", help="model name (default: the one stored in the checkpoint)")
-    p.add_argument("--checkpoint", required=True, metavar="PATH", help="weights (.safetensors / .pt / .pth)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", metavar="PATH", help="weights (.safetensors / .pt / .pth)")
+    source.add_argument("--onnx", metavar="PATH", help="an ONNX model written by `flexbone export`, run in "
+                                                       "onnxruntime (preprocessing, class names: its sidecar JSON)")
     p.add_argument("--topk", type=int_range(1), default=5, metavar="K", help="classes shown per image (default 5)")
     p.add_argument("--img-size", type=int_range(1), default=None, metavar="N", help="input resolution (pixels)")
     p.add_argument("--crop-pct", type=float_range(0, 1, lo_open=True), default=None, metavar="F",
@@ -73,7 +76,12 @@ def run(args: argparse.Namespace) -> int:
     for e in errors:
         print(f"flexbone: error: {e}", file=sys.stderr)
     device = resolve_device(args.device)
-    model, meta = model_from_checkpoint(args.checkpoint, args.model, use_ema=args.ema)
+    if args.onnx:  # the exported artifact, in onnxruntime (flexbone.export.runtime)
+        from ..export.runtime import load_onnx_model
+
+        model, meta = load_onnx_model(args.onnx)
+    else:
+        model, meta = model_from_checkpoint(args.checkpoint, args.model, use_ema=args.ema)
     model.to(device).eval()
     transform = build_eval_transform(eval_data_config(args, meta, model))
     names = meta.get("class_names")

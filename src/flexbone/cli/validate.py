@@ -16,8 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "cross-entropy. Preprocessing comes from the checkpoint's metadata (flexbone "
                                    "runs) or the model's defaults, unless given here.")
     p.add_argument("--model", metavar="NAME", help="model name (default: the one stored in the checkpoint)")
-    p.add_argument("--checkpoint", required=True, metavar="PATH", help=".safetensors / .pt / .pth weights, or a "
-                                                                       "flexbone checkpoint-*.pt")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", metavar="PATH", help=".safetensors / .pt / .pth weights, or a flexbone "
+                                                             "checkpoint-*.pt")
+    source.add_argument("--onnx", metavar="PATH", help="an ONNX model written by `flexbone export`, run in "
+                                                       "onnxruntime (preprocessing, class names: its sidecar JSON)")
     p.add_argument("--data", required=True, metavar="PATH|digits",
                    help="an image folder (with a val/ sub-folder, or class folders directly), a folder of "
                         "CIFAR-10/100 batch files, or 'digits' (the quickstart's test split)")
@@ -81,7 +84,12 @@ def run(args: argparse.Namespace) -> int:
     from ..train.engine import amp_dtype, evaluate
 
     device = resolve_device(args.device)
-    model, meta = model_from_checkpoint(args.checkpoint, args.model, use_ema=args.ema)
+    if args.onnx:  # the exported artifact, in onnxruntime (flexbone.export.runtime)
+        from ..export.runtime import load_onnx_model
+
+        model, meta = load_onnx_model(args.onnx)
+    else:
+        model, meta = model_from_checkpoint(args.checkpoint, args.model, use_ema=args.ema)
     model.to(device)
     data_cfg = eval_data_config(args, meta, model)
     dataset = eval_dataset(args.data, args.split, data_cfg, meta.get("class_names"))
@@ -92,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
                          device.type == "cuda", False, 0)
     with torch.inference_mode():
         stats = evaluate(model, loader, device, amp=amp_dtype(args.amp, device))
-    result = {"model": args.model or meta.get("model"), "checkpoint": str(args.checkpoint), "data": args.data,
+    result = {"model": args.model or meta.get("model"), "checkpoint": str(args.checkpoint or args.onnx),
+              "data": args.data,
               "img_size": data_cfg.img_size, "crop_pct": data_cfg.crop_pct, "interpolation": data_cfg.interpolation,
               **stats, "skipped_images": loader.total_skipped}
     if args.json:
