@@ -20,6 +20,16 @@ PREPROCESSING_KEYS = ("input_size", "test_input_size", "crop_pct", "interpolatio
                       "classifier")
 
 
+def _build_for_loading(name: str, **kwargs) -> torch.nn.Module:
+    """Our model, allocated without its (slow, here pointless) weight initialisation: a strict load overwrites
+    every parameter and persistent buffer. Models with non-persistent buffers (blur filters) are built normally."""
+    with torch.device("meta"):
+        model = flexbone.create_model(name, **kwargs)
+    if set(dict(model.named_buffers())) - set(model.state_dict()):
+        return flexbone.create_model(name, **kwargs)
+    return model.to_empty(device="cpu")
+
+
 def timm_param_count(timm, name: str, **kwargs) -> int:
     with torch.device("meta"):
         return num_params(timm.create_model(name, **kwargs))
@@ -33,8 +43,8 @@ def assert_param_count(timm, name: str, **kwargs) -> None:
 def assert_outputs_match(ref: torch.nn.Module, name: str, size: int | tuple[int, int] = 64, atol: float = 1e-5,
                          **kwargs) -> torch.nn.Module:
     """Copy ``ref``'s (randomised) state dict into ``flexbone.create_model(name)`` strictly; compare outputs."""
-    randomize_(ref).eval()
-    ours = flexbone.create_model(name, **kwargs).eval()
+    randomize_(ref, keep_random_init=True).eval()
+    ours = _build_for_loading(name, **kwargs).eval()
     assert num_params(ours) == num_params(ref)
     assert flexbone.load_checkpoint(ours, ref.state_dict(), strict=True).ok
     h, w = (size, size) if isinstance(size, int) else size
@@ -55,8 +65,8 @@ def assert_features_match(ref: torch.nn.Module, name: str, size: int | tuple[int
     ``exact=False`` for families on a trunk owned elsewhere (the ResNet trunk's levels): each of our levels
     must be one of timm's, equal in channels, reduction and values.
     """
-    randomize_(ref).eval()
-    ours = flexbone.create_model(name, features_only=True, **kwargs).eval()
+    randomize_(ref, keep_random_init=True).eval()
+    ours = _build_for_loading(name, features_only=True, **kwargs).eval()
     ours.load_state_dict({k: v for k, v in ref.state_dict().items() if k in ours.state_dict()}, strict=True)
     theirs = [(i["num_chs"], i["reduction"], i["module"]) for i in ref.feature_info]
     mine = [(s.num_chs, s.reduction, s.module) for s in ours.feature_info]
