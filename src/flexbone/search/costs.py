@@ -1,0 +1,132 @@
+"""Costs of a sub-network, one interface: a named function of a :class:`~flexbone.elastic.space.SubnetConfig`.
+
+::
+
+    costs = build_costs(net, ["macs", "params", "latency"], latency_table=LatencyTable.load("lut.json", net))
+    costs["macs"](cfg)                      # 2.17e8  (exact: count_macs of net.extract(cfg) at cfg.resolution)
+    parse_budget("latency=20ms")            # ('latency', 20.0): the cost's name and the bound in its unit
+
+* ``macs`` / ``params`` (:class:`MacsCost`, :class:`ParamsCost`): exact - equal to
+  :func:`flexbone.bench.complexity.count_macs` / ``count_params`` of the extracted sub-network - and fast: each
+  part of a sub-network (stem, block, head; :mod:`.parts`) is counted once per input size and the parts are
+  summed, so thousands of configurations cost seconds, not a model build each.
+* ``latency`` (ms, one batch): predicted by a latency table built on this device (:mod:`.latency`), or
+  measured by extracting and timing the sub-network (:class:`~flexbone.search.latency.MeasuredLatency`).
+"""
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
+
+from ..elastic.space import SubnetConfig
+from ..errors import ConfigError
+from .parts import SubnetParts
+
+if TYPE_CHECKING:
+    from .latency import LatencyTable
+
+COST_NAMES = ("macs", "params", "latency")
+UNITS = {"macs": "MACs", "params": "params", "latency": "ms"}
+
+
+@runtime_checkable
+class Cost(Protocol):
+    """A named cost of a sub-network, in ``unit``."""
+
+    name: str
+    unit: str
+
+    def __call__(self, cfg: SubnetConfig) -> float: ...
+
+
+class _PartsCost:
+    """A sum over a sub-network's parts of a per-part table (shared splitter, so tables are built once)."""
+
+    name = ""
+    unit = ""
+
+    def __init__(self, supernet, *, img_size: int | None = None, parts: SubnetParts | None = None):
+        self.parts = parts or SubnetParts(supernet, img_size=img_size)
+        self.space = self.parts.space
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.space.name})"
+
+
+class MacsCost(_PartsCost):
+    """Multiply-accumulates of one image through ``cfg``'s sub-network at ``cfg.resolution`` (``img_size`` for a
+    space without resolutions), as :func:`~flexbone.bench.complexity.count_macs` counts them."""
+
+    name, unit = "macs", UNITS["macs"]
+
+    def __call__(self, cfg: SubnetConfig) -> float:
+        return float(sum(self.parts.macs(p) for p in self.parts.parts(self.space.validate(cfg))))
+
+
+class ParamsCost(_PartsCost):
+    """Parameters of ``cfg``'s extracted sub-network (classifier included)."""
+
+    name, unit = "params", UNITS["params"]
+
+    def __call__(self, cfg: SubnetConfig) -> float:
+        return float(sum(self.parts.params(p.key) for p in self.parts.parts(self.space.validate(cfg))))
+
+
+def build_costs(supernet, names: Sequence[str], *, latency_table: "LatencyTable | None" = None,
+                img_size: int | None = None) -> dict[str, Cost]:
+    """The costs ``names`` of ``supernet``'s sub-networks, by name.
+
+    ``latency`` uses ``latency_table`` when given (checked against the supernet's space), otherwise it extracts
+    and times every configuration on this machine (eager PyTorch, batch 1, the current torch threads).
+    ``img_size``: the input size of a space without resolutions (OFA-ResNet50; default its ``default_cfg``).
+    """
+    unknown = [n for n in names if n not in COST_NAMES]
+    if unknown:
+        raise ConfigError(f"unknown cost {unknown[0]!r}; the costs are: {', '.join(COST_NAMES)}")
+    parts = SubnetParts(supernet, img_size=img_size) if {"macs", "params"} & set(names) else None
+    out: dict[str, Cost] = {}
+    for name in names:
+        if name == "macs":
+            out[name] = MacsCost(supernet, parts=parts)
+        elif name == "params":
+            out[name] = ParamsCost(supernet, parts=parts)
+        else:
+            from .latency import MeasuredLatency, TableLatency
+
+            if latency_table is not None:
+                latency_table.check_space(supernet.space)
+                out[name] = TableLatency(latency_table)
+            else:
+                out[name] = MeasuredLatency(supernet, img_size=img_size)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- budgets
+_SCALE = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9}
+_TIME = {"": 1.0, "ms": 1.0, "us": 1e-3, "µs": 1e-3, "s": 1e3}  # -> milliseconds
+_BUDGET = re.compile(r"^\s*([A-Za-z_]+)\s*(<=|=)\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-zµ]*)\s*$")
+
+
+def parse_budget(text: str) -> tuple[str, float]:
+    """``'macs=300M'`` -> ``('macs', 3e8)``; ``'params=3M'``; ``'latency=20ms'`` -> ``('latency', 20.0)``.
+
+    MACs and parameters take the suffixes K, M, G (or none); latency takes ms, us or s (none = ms) and is
+    returned in milliseconds. ``<=`` may stand for ``=``. Anything else raises ConfigError with an example.
+    """
+    m = _BUDGET.match(text)
+    if not m:
+        raise ConfigError(f"budget {text!r} is not METRIC=VALUE, e.g. macs=300M, params=3M or latency=20ms "
+                          f"(metrics: {', '.join(COST_NAMES)})")
+    name, _, number, suffix = m.groups()
+    name = name.lower()
+    if name not in COST_NAMES:
+        raise ConfigError(f"budget {text!r}: unknown metric {name!r}; the metrics are: {', '.join(COST_NAMES)}")
+    units = _TIME if name == "latency" else _SCALE
+    if suffix not in units:
+        allowed = "ms, us or s" if name == "latency" else "K, M or G"
+        raise ConfigError(f"budget {text!r}: unknown unit {suffix!r} for {name} (use {allowed}, e.g. "
+                          f"{'latency=20ms' if name == 'latency' else name + '=300M'})")
+    value = float(number) * units[suffix]
+    if value <= 0:
+        raise ConfigError(f"budget {text!r}: the bound must be positive")
+    return name, value
