@@ -73,6 +73,7 @@ from ..models.mobilenet import BlockSpec, MobileNetV2, MobileNetV3, V2Head, V3He
 from .ops import (CHANNEL_DIVISOR, DynamicInvertedResidual, DynamicSqueezeExcite, ElasticDepth, WeightPlan, copy_active,
                   planned_weights)
 from .space import DepthUnit, SearchSpace, SubnetConfig, check_supernet_options
+from .subnets import subnet_origin
 
 # ------------------------------------------------------------------------------------------- tables
 # One row per elastic unit (the reference's stages after the first block):
@@ -402,6 +403,7 @@ class _OFAMobileNet(Backbone):
         ref = self.conv_stem.weight
         static = static.to_empty(device=ref.device).to(dtype=ref.dtype)
         copy_active(static, self)  # writes every parameter and buffer (it raises on a layer it cannot fill)
+        static.subnet_origin = subnet_origin(self)  # save_subnet(static, ...) works without the supernet
         return _with_resolution(static, self.active_config, self.in_chans).train(self.training)
 
     @torch.no_grad()

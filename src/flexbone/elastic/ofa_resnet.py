@@ -51,6 +51,7 @@ from ..models.resnet import ResNet
 from .ops import (CHANNEL_DIVISOR, DynamicBatchNorm2d, DynamicBottleneck, DynamicConv2d, DynamicLinear,
                   DynamicStemResidual, ElasticDepth, WeightPlan, copy_active, planned_weights)
 from .space import DepthUnit, SearchSpace, SubnetConfig, check_supernet_options
+from .subnets import subnet_origin
 
 
 # -------------------------------------------------------------------------------------------- space
@@ -303,6 +304,7 @@ class OFAResNet(Backbone):
         ref = self.conv1[0].weight
         static = static.to_empty(device=ref.device).to(dtype=ref.dtype)
         copy_active(static, self)  # writes every parameter and buffer (it raises on a layer it cannot fill)
+        static.subnet_origin = subnet_origin(self)  # save_subnet(static, ...) works without the supernet
         return static.train(self.training)
 
     @torch.no_grad()

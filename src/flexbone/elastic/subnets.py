@@ -37,24 +37,43 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
-def save_subnet(supernet: nn.Module, directory: str | os.PathLike,
+def subnet_origin(supernet: nn.Module) -> dict[str, Any]:
+    """What :func:`save_subnet` records about the active sub-network of ``supernet`` (JSON-ready); ``extract()``
+    attaches it to the static model it returns as ``subnet_origin``, so that model can be saved on its own."""
+    return {"model": supernet.subnet_model_name, "kwargs": supernet.subnet_create_kwargs(), "supernet": supernet.name,
+            "subnet": supernet.active_config.to_dict(), "architecture_kwargs": supernet.subnet_kwargs()}
+
+
+def save_subnet(model: nn.Module, directory: str | os.PathLike,
                 cfg: SubnetConfig | dict[str, Any] | None = None) -> Path:
-    """Extract the active sub-network (or ``cfg``'s) of ``supernet`` and write it to ``directory``.
+    """Write a sub-network to ``directory``: a supernet's active sub-network (or ``cfg``'s), extracted here,
+    or a static model that ``supernet.extract()`` returned, with the weights it has now (after
+    :func:`~flexbone.elastic.recalibrate_bn` or fine-tuning).
 
     Returns the folder. Both files are written atomically; an existing sub-network there is replaced.
     """
-    if cfg is not None:
-        supernet.set_active(cfg)
-    static = supernet.extract()
+    if hasattr(model, "extract"):  # a supernet
+        if cfg is not None:
+            model.set_active(cfg)
+        static, origin = model.extract(), subnet_origin(model)
+    else:
+        origin = getattr(model, "subnet_origin", None)
+        if origin is None:
+            raise ConfigError(f"save_subnet takes a supernet or a sub-network extracted from one (sub = net.extract()); "
+                              f"this {type(model).__name__} does not say which supernet it comes from")
+        if cfg is not None:
+            raise ConfigError("save_subnet: cfg selects a sub-network of a supernet; an extracted sub-network is "
+                              "saved as it is")
+        static = model
     directory = Path(directory)
-    arch = supernet.subnet_kwargs()
     meta = {
         "format": FORMAT,
-        "model": supernet.subnet_model_name,
-        "kwargs": supernet.subnet_create_kwargs(),
-        "supernet": supernet.name,
-        "subnet": supernet.active_config.to_dict(),
-        "architecture": {"class": f"{type(static).__module__}.{type(static).__name__}", "kwargs": arch},
+        "model": origin["model"],
+        "kwargs": origin["kwargs"],
+        "supernet": origin["supernet"],
+        "subnet": origin["subnet"],
+        "architecture": {"class": f"{type(static).__module__}.{type(static).__name__}",
+                         "kwargs": origin["architecture_kwargs"]},
         "params": sum(p.numel() for p in static.parameters()),
     }
     save_state_dict(static.state_dict(), directory / WEIGHTS_FILE, metadata={"format": FORMAT})
