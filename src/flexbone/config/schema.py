@@ -38,7 +38,8 @@ class ModelConfig:
 class DataConfig:
     """Where the images come from and how they are batched."""
 
-    dataset: Literal["digits", "imagefolder", "cifar10", "cifar100", "synthetic"] = "imagefolder"
+    dataset: Literal["digits", "imagefolder", "cifar10", "cifar100", "synthetic",
+                     "seg_digits", "seg_folder", "cityscapes"] = "imagefolder"  # seg_*/cityscapes: task=segmentation
     path: str | None = None  # imagefolder: root with train/val folders; cifar*: folder with the python batch files
     train_split: str = "train"  # imagefolder sub-folder for training
     val_split: str = "val"  # imagefolder sub-folder for evaluation
@@ -193,10 +194,24 @@ class ElasticConfig:
 
 
 @dataclass
+class SegConfig:
+    """Segmentation (``task: segmentation``; see flexbone.seg): augmentation, ignore label, the digits demo set."""
+
+    scale: tuple[float, float] = (0.5, 2.0)  # random rescale of image+mask before the data.img_size crop
+    color_jitter: float = 0.0  # brightness/contrast/saturation jitter strength (image only); 0 = off
+    ignore_index: int = 255  # mask value excluded from the loss and the metrics
+    digits_train_size: int = 1000  # seg_digits: training canvases (composed at run time, fixed seed)
+    digits_val_size: int = 200  # seg_digits: validation canvases (from held-out digit scans)
+    digits_canvas: int = 64  # seg_digits: canvas side in pixels
+    digits_seed: int = 0  # seg_digits: seed of the composition (independent of train.seed)
+
+
+@dataclass
 class Recipe:
     """A complete, validated training recipe (see ``recipes/*.yaml``)."""
 
     description: str = ""  # one line: what the recipe reproduces and where its numbers come from
+    task: Literal["classification", "segmentation"] = "classification"  # segmentation: flexbone.seg.training
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     aug: AugConfig = field(default_factory=AugConfig)
@@ -206,10 +221,11 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     elastic: ElasticConfig = field(default_factory=ElasticConfig)
+    seg: SegConfig = field(default_factory=SegConfig)
 
 
 SECTIONS: dict[str, type] = {
     "model": ModelConfig, "data": DataConfig, "aug": AugConfig, "optim": OptimConfig,
     "schedule": ScheduleConfig, "loss": LossConfig, "train": TrainConfig, "distill": DistillConfig,
-    "elastic": ElasticConfig,
+    "elastic": ElasticConfig, "seg": SegConfig,
 }

@@ -372,6 +372,10 @@ def run(
         progress: show the tqdm progress bar (rank 0 only).
         quiet: print nothing but errors.
     """
+    if getattr(recipe, "task", "classification") == "segmentation":  # its own loop (flexbone.seg.training)
+        from ..seg.training import run_segmentation
+
+        return run_segmentation(recipe, run_dir=run_dir, recipe_name=recipe_name, quiet=quiet, model=model)
     dist_info = init_distributed(recipe.train.device)
     try:
         if recipe.elastic.strategy == "progressive":  # one run per shrinking phase, each from the previous one

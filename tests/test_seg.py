@@ -1,0 +1,229 @@
+"""Segmentation (flexbone.seg): heads over every family's pyramid, metrics against scikit-learn, data layouts
+and their errors (files made here), joint transforms, and a tiny training run through the recipe system."""
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+from sklearn.metrics import accuracy_score, confusion_matrix, jaccard_score
+
+import flexbone
+from flexbone.checkpoint import save_state_dict
+from flexbone.errors import ConfigError
+from flexbone.seg import (ConfusionMatrix, SegDataError, SegmentationModel, SegmentationPairs, apply_joint,
+                          cityscapes_label_map, cityscapes_pairs, create_segmentation_model, evaluate_segmentation,
+                          folder_pairs, train_transform)
+from flexbone.seg.data import DigitsSegmentation, eval_transform
+
+
+# ------------------------------------------------------------------------------------------ metrics
+def test_confusion_matrix_metrics_equal_sklearn():
+    g = torch.Generator().manual_seed(0)
+    k = 5
+    target = torch.randint(0, k, (3, 17, 19), generator=g)
+    pred = torch.where(torch.rand(target.shape, generator=g) < 0.6, target, torch.randint(0, k, target.shape, generator=g))
+    target[:, :3] = 255  # ignored pixels
+    target[target == 4] = 2  # class 4 never in the labels (but predicted): IoU 0, counts in the mean
+    pred[pred == 3] = 1
+    target[target == 3] = 1  # class 3 in neither: NaN, left out of the mean
+    cm = ConfusionMatrix(k)
+    cm.update(pred[:2], target[:2])
+    cm.update(torch.nn.functional.one_hot(pred[2:], k).permute(0, 3, 1, 2).float(), target[2:])  # logits too
+    keep = (target != 255).flatten().numpy()
+    t, p = target.flatten().numpy()[keep], pred.flatten().numpy()[keep]
+    assert np.array_equal(cm.matrix.numpy(), confusion_matrix(t, p, labels=list(range(k))))
+    out = cm.compute()
+    present = [0, 1, 2, 4]
+    want_iou = jaccard_score(t, p, labels=present, average=None)
+    assert np.allclose([out["iou"][c] for c in present], 100 * want_iou)
+    assert np.isnan(out["iou"][3])
+    assert out["miou"] == pytest.approx(100 * want_iou.mean())
+    assert out["pixel_acc"] == pytest.approx(100 * accuracy_score(t, p))
+    assert out["pixels"] == keep.sum()
+
+
+# ------------------------------------------------------------------------------------------ models
+def _ofa_subnet_pyramid():
+    supernet = flexbone.create_model("ofa_mbv3_d234_e346_k357_w1.0")
+    sub = supernet.extract(supernet.space.min())
+    return sub.as_features((-4, -3, -2, -1))
+
+
+# one small model of every family that has a 4-level pyramid, with each head kind somewhere
+FAMILIES = [
+    ("resnet18", "ffnet_b"), ("resnetrs50", "ffnet_c_mobile"), ("mobilenetv2_035", "fpn"),
+    ("mobilenetv3_small_050", "ffnet_a"), ("pvt_v2_b0", "ffnet_b_mobile"), ("ese_vovnet19b_slim_dw", "fpn"),
+    ("cb_resnet18", "ffnet_b"), ("ofa_subnet", "ffnet_c"),
+]
+
+
+@pytest.mark.parametrize("backbone,head", FAMILIES)
+def test_head_over_every_family(backbone, head):
+    torch.manual_seed(0)
+    if backbone == "ofa_subnet":
+        model = SegmentationModel(_ofa_subnet_pyramid(), head, num_classes=3)
+    else:
+        model = create_segmentation_model(f"seg_{head}_{backbone}", num_classes=3)
+    assert model.feature_info.reduction()[0] == 4
+    x = torch.randn(2, 3, 64, 64)
+    out = model(x)
+    assert out.shape == (2, 3, 16, 16)  # logits at 1/4
+    out.logsumexp(1).mean().backward()
+    assert all(p.grad is not None for p in model.head.parameters())
+
+
+def test_backbone_weights_from_a_classification_checkpoint(tmp_path):
+    cls = flexbone.create_model("resnet18", num_classes=10)
+    path = tmp_path / "resnet18.safetensors"
+    save_state_dict(cls.state_dict(), path)
+    seg = create_segmentation_model("seg_ffnet_b_resnet18", num_classes=4, pretrained=path)
+    fresh = create_segmentation_model("seg_ffnet_b_resnet18", num_classes=4)
+    own = seg.backbone.state_dict()
+    assert own and all(torch.equal(v, cls.state_dict()[k]) for k, v in own.items())
+    assert not any(k.startswith("fc.") for k in own)
+    # the head is initialised fresh, as FFNet does (its official initialiser: conv biases 1e-4)
+    assert seg.head.seg.last_layer[0].bias.eq(1e-4).all()
+    assert fresh.head.seg.last_layer[3].weight.shape == (4, 256, 3, 3)
+
+
+def test_segmentation_names():
+    assert isinstance(create_segmentation_model("ffnet40S_BBB_mobile", num_classes=2), flexbone.models.ffnet.FFNet)
+    with pytest.raises(ConfigError, match="classification form"):
+        create_segmentation_model("ffnet40S_BBX_mobile")
+    with pytest.raises(ConfigError, match="seg_<head>_<backbone>"):
+        create_segmentation_model("seg_unet_resnet18")
+
+
+# ------------------------------------------------------------------------------------------ data
+def _png(path, array, mode=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array.astype(np.uint8), mode).save(path)
+
+
+def _folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c"):
+        _png(tmp_path / "images/train" / f"{name}.png", rng.integers(0, 255, (12, 16, 3)))
+    good = rng.integers(0, 3, (12, 16))
+    good[0, 0] = 255
+    pal = Image.fromarray(good.astype(np.uint8), "P")  # a palette PNG: indices are the classes
+    pal.putpalette([v for i in range(256) for v in (i, 255 - i, 0)])
+    (tmp_path / "masks/train").mkdir(parents=True)
+    pal.save(tmp_path / "masks/train/a.png")
+    _png(tmp_path / "masks/train/b.png", rng.integers(0, 3, (10, 16)))  # wrong size
+    return good
+
+
+def test_folder_layout_pairs_errors_and_skips(tmp_path):
+    good = _folder(tmp_path)
+    with pytest.warns(UserWarning, match="1 image"):
+        pairs, skipped = folder_pairs(tmp_path, "train")
+    assert [p[0].rsplit("/", 1)[1] for p in pairs] == ["a.png", "b.png"] and skipped[0].endswith("c.png")
+    with pytest.raises(SegDataError, match="c.png has no mask"):
+        folder_pairs(tmp_path, "train", strict=True)
+    ds = SegmentationPairs(pairs, num_classes=3)
+    image, mask = ds[0]
+    assert image.shape == (3, 12, 16) and image.dtype == torch.float32
+    assert torch.equal(mask, torch.from_numpy(good).long())  # palette indices, 255 kept
+    with pytest.warns(UserWarning, match="mask is 16x10 but its image is 16x12"):
+        _, mask = ds[1]
+    assert mask.eq(255).all()
+    with pytest.raises(SegDataError, match="b.png: mask is 16x10"):
+        SegmentationPairs(pairs, num_classes=3, strict=True)[1]
+    with pytest.raises(ConfigError, match="images/val"):
+        folder_pairs(tmp_path, "val")
+
+
+def test_labels_out_of_range(tmp_path):
+    _folder(tmp_path)
+    pairs = [(str(tmp_path / "images/train/a.png"), str(tmp_path / "masks/train/a.png"))]
+    with pytest.raises(SegDataError, match=r"labels \[2\] are outside 0..1"):
+        SegmentationPairs(pairs, num_classes=2, strict=True)[0]
+    with pytest.warns(UserWarning, match="outside"):
+        _, mask = SegmentationPairs(pairs, num_classes=2)[0]
+    raw = np.array(Image.open(tmp_path / "masks/train/a.png"))
+    assert torch.equal(mask, torch.from_numpy(np.where(raw == 2, 255, raw)).long())
+
+
+def test_cityscapes_layout_maps_label_ids_to_train_ids(tmp_path):
+    ids = np.arange(-1, 34)  # every Cityscapes label id (-1: license plate, stored as 255 in the PNG)
+    label_ids = np.resize(np.where(ids < 0, 255, ids), (5, 7)).astype(np.uint8)
+    for split, city, stem in (("train", "aachen", "aachen_000000_000019"), ("val", "lindau", "lindau_000001_000019")):
+        _png(tmp_path / f"leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png", np.zeros((5, 7, 3)))
+        _png(tmp_path / f"gtFine/{split}/{city}/{stem}_gtFine_labelIds.png", label_ids)
+    _png(tmp_path / "leftImg8bit/train/aachen/aachen_000001_000019_leftImg8bit.png", np.zeros((5, 7, 3)))  # no gt
+    with pytest.warns(UserWarning, match="no mask"):
+        pairs, skipped = cityscapes_pairs(tmp_path, "train")
+    assert len(pairs) == 1 and len(skipped) == 1
+    _, mask = SegmentationPairs(pairs, 19, label_map=cityscapes_label_map())[0]
+    # torchvision's table of Cityscapes classes: train_id per label id (255 / -1: not evaluated)
+    table = {c.id: (255 if c.train_id in (-1, 255) else c.train_id) for c in torchvision.datasets.Cityscapes.classes}
+    want = np.vectorize(lambda v: table[-1 if v == 255 else v])(label_ids)
+    assert torch.equal(mask, torch.from_numpy(want).long())
+    assert sorted(set(want.flatten()) - {255}) == list(range(19))
+
+
+def test_joint_transform_moves_mask_with_image_and_colour_only_touches_image():
+    torch.manual_seed(0)
+    mask = torch.randint(0, 5, (20, 30))
+    image = (mask * 40).to(torch.uint8).expand(3, -1, -1).clone()  # the image encodes the mask
+    tf = train_transform(24, scale=(1.0, 1.0), hflip=0.5, mean=(0, 0, 0), std=(1, 1, 1))
+    for _ in range(5):
+        img, m = apply_joint(tf, image, mask)
+        assert img.shape == (3, 24, 24) and m.shape == (24, 24)
+        inside = m != 255  # the crop pads the 20 rows to 24 with the ignore label
+        assert inside.sum() == 20 * 24
+        assert torch.equal((img[0] * 255 / 40).round().long()[inside], m[inside])
+    jitter = train_transform(20, scale=(0.5, 2.0), color_jitter=0.5, hflip=0.0)
+    img, m = apply_joint(jitter, image, mask)
+    assert set(m.unique().tolist()) <= set(range(5)) | {255}  # nearest: no new labels
+
+
+def test_digits_segmentation_is_fixed_and_labelled():
+    a, b = DigitsSegmentation("val", 6, size=48), DigitsSegmentation("val", 6, size=48)
+    assert torch.equal(a.images, b.images) and torch.equal(a.masks, b.masks)
+    assert not torch.equal(a.images[:3], DigitsSegmentation("train", 3, size=48).images)
+    assert a.masks.max() <= 10 and (a.masks > 0).any() and (a.masks == 0).float().mean() > 0.5
+    image, mask = a[0]
+    assert image.shape == (3, 48, 48) and mask.shape == (48, 48)
+    # digit pixels are brighter than background pixels (ink in the foreground colour)
+    grey = a.images[0].float().mean(0)
+    assert grey[a.masks[0] > 0].mean() > grey[a.masks[0] == 0].mean() + 50
+
+
+# ------------------------------------------------------------------------------------------ training
+def test_evaluate_upsamples_logits_and_counts_every_labelled_pixel():
+    ds = DigitsSegmentation("val", 4, size=32, transform=eval_transform())
+    loader = torch.utils.data.DataLoader(ds, batch_size=2)
+
+    class Background(torch.nn.Module):  # logits at 1/4 that always say "background"
+        def forward(self, x):
+            logits = torch.zeros(x.shape[0], 11, 8, 8)
+            logits[:, 0] = 1
+            return logits
+
+    out = evaluate_segmentation(Background(), loader, torch.device("cpu"), 11)
+    assert out["pixels"] == 4 * 32 * 32
+    assert out["pixel_acc"] == pytest.approx(100 * float((ds.masks == 0).float().mean()))
+    assert out["iou"][0] == pytest.approx(out["pixel_acc"])  # all predicted background
+
+
+def test_seg_digits_recipe_trains_through_the_engine(tmp_path):
+    from flexbone.config import load_recipe
+    from flexbone.train.engine import run
+
+    recipe = load_recipe("seg_digits", [
+        "--model.name", "seg_fpn_mobilenetv3_small_050", "--seg.digits_train_size", "16",
+        "--seg.digits_val_size", "4", "--seg.digits_canvas", "32", "--data.img_size", "32",
+        "--data.batch_size", "8", "--schedule.epochs", "1"])
+    assert recipe.task == "segmentation"
+    summary = run(recipe, run_dir=tmp_path / "run", quiet=True)
+    assert np.isfinite(summary["miou"]) and 0 <= summary["miou"] <= 100
+    saved = json.loads((tmp_path / "run/summary.json").read_text())
+    assert saved["num_classes"] == 11 and len(saved["iou"]) == 11
+    assert (tmp_path / "run/last.safetensors").is_file() and (tmp_path / "run/recipe.yaml").is_file()
+    with pytest.raises(ConfigError, match="already holds"):
+        run(recipe, run_dir=tmp_path / "run", quiet=True)
