@@ -66,9 +66,10 @@ VARIANTS: dict[str, FBNetV3Config] = {"fbnetv3_b": _B, "fbnetv3_d": _D, "fbnetv3
 
 # the preprocessing of timm's trained weights (timm's pretrained_cfg)
 PREPROCESSING: dict[str, dict[str, Any]] = {
-    "fbnetv3_b": dict(test_input_size=(3, 256, 256), crop_pct=0.95),
-    "fbnetv3_d": dict(test_input_size=(3, 256, 256), crop_pct=0.95),
-    "fbnetv3_g": dict(input_size=(3, 240, 240), test_input_size=(3, 288, 288), crop_pct=0.95, pool_size=(8, 8)),
+    "fbnetv3_b": dict(test_input_size=(3, 256, 256), crop_pct=0.95, interpolation="bilinear"),
+    "fbnetv3_d": dict(test_input_size=(3, 256, 256), crop_pct=0.95, interpolation="bilinear"),
+    "fbnetv3_g": dict(input_size=(3, 240, 240), test_input_size=(3, 288, 288), crop_pct=0.95, pool_size=(8, 8),
+                      interpolation="bilinear"),
 }
 
 _ACT = "hard_swish"
