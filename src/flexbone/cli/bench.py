@@ -4,9 +4,13 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import asdict
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-from ..bench.throughput import DTYPES, MODES, BenchResult, BenchSettings
+if TYPE_CHECKING:  # flexbone.bench imports torch: not for `flexbone --help`
+    from ..bench.throughput import BenchResult, BenchSettings
+
+MODES = ("infer", "train")  # as flexbone.bench.throughput.MODES / DTYPES (BenchSettings.validate checks them)
+DTYPES = ("fp32", "bf16", "fp16")
 from ..options import int_range
 
 
@@ -40,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..bench.report import check_results_path
+    from ..bench.throughput import BenchSettings
     from ..bench.throughput import benchmark, environment
     from ..models import model_entrypoint
 

@@ -5,8 +5,6 @@ import argparse
 import json
 from typing import Any
 
-import torch
-
 from ..errors import FlexboneError
 from ..options import int_range
 
@@ -39,6 +37,8 @@ def model_info(name: str, img_size: int | None = None) -> dict[str, Any]:
 
 
 def _describe(name: str, family: str, model: torch.nn.Module, img_size: int | None) -> dict[str, Any]:
+    import torch
+
     from ..bench.complexity import count_macs, count_params
 
     cfg = dict(model.default_cfg)

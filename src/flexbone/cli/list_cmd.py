@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import FlexboneError
 from ..options import int_range
@@ -23,17 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def model_rows(names: list[str], img_size: int = 224, macs: bool = True, progress: bool = True) -> list[dict[str, Any]]:
-    """Name, family, parameters and MACs of each model (built on the meta device: no weights allocated)."""
-    from tqdm import tqdm
-
+def iter_model_rows(names: list[str], img_size: int = 224, macs: bool = True) -> Iterator[dict[str, Any]]:
+    """Name, family, parameters and MACs of each model, one at a time (built on the meta device: no weights)."""
     from ..bench.complexity import model_complexity
     from ..models import model_family
 
-    rows = []
-    # tqdm shows a bar only on a terminal and only once the listing has taken more than a second
-    for name in tqdm(names, desc="counting", unit="model", leave=False, delay=1.0, file=sys.stderr,
-                     disable=None if progress else True):
+    for name in names:
         row: dict[str, Any] = {"name": name, "family": model_family(name)}
         try:
             c = model_complexity(name, img_size=img_size, macs=macs)
@@ -43,37 +38,49 @@ def model_rows(names: list[str], img_size: int = 224, macs: bool = True, progres
         except Exception as e:  # one broken model must not hide the others; say which and why
             print(f"flexbone: warning: {name}: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
             row["params"], row["macs"] = None, None
-        rows.append(row)
-    return rows
+        yield row
+
+
+def model_rows(names: list[str], img_size: int = 224, macs: bool = True, progress: bool = True) -> list[dict[str, Any]]:
+    """:func:`iter_model_rows` as a list (with a progress bar on a terminal after a second)."""
+    from tqdm import tqdm
+
+    rows = iter_model_rows(names, img_size, macs)
+    return list(tqdm(rows, total=len(names), desc="counting", unit="model", leave=False, delay=1.0, file=sys.stderr,
+                     disable=None if progress else True))
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench.report import format_table
-    from ..models import list_models
+    from ..models import list_models, model_family
 
-    if args.img_size < 1:
-        raise FlexboneError(f"--img-size must be at least 1, not {args.img_size}")
     names = list_models(args.pattern, family=args.family)
     if not names:
         raise FlexboneError(_no_match_message(args.pattern, args.family))
     if args.names:
         print("\n".join(names))
         return 0
-    rows = model_rows(names, args.img_size, macs=not args.no_macs)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(model_rows(names, args.img_size, macs=not args.no_macs), indent=2))
         return 0
-    headers = ["model", "family", "params (M)"]
-    if not args.no_macs:
-        headers.append(f"MACs (G) @{args.img_size}")
-    table = []
-    for r in rows:
-        line = [r["name"], r["family"], _scaled(r["params"], 1e6)]
+    # the table is printed row by row as each model is counted (all of them take seconds): the widths of the
+    # text columns are known from the names, the numbers get a fixed width
+    headers = ["model", "family", "params (M)"] + ([] if args.no_macs else [f"MACs (G) @{args.img_size}"])
+    widths = [max(len(headers[0]), *map(len, names)), max(len(headers[1]), *(len(model_family(n)) for n in names))]
+    widths += [max(len(h), 8) for h in headers[2:]]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths))).rstrip()
+
+    print(line(headers))
+    print(line(["-" * w for w in widths]), flush=True)
+    count = 0
+    for r in iter_model_rows(names, args.img_size, macs=not args.no_macs):
+        values = [r["name"], r["family"], _scaled(r["params"], 1e6)]
         if not args.no_macs:
-            line.append(_scaled(r["macs"], 1e9))
-        table.append(line)
-    print(format_table(headers, table, align="llrr"))
-    print(f"{len(rows)} model(s)")
+            values.append(_scaled(r["macs"], 1e9))
+        print(line(values), flush=True)
+        count += 1
+    print(f"{count} model(s)")
     return 0
 
 

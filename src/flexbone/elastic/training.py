@@ -45,6 +45,7 @@ from ..config.schema import ElasticPhase, Recipe
 from ..errors import ConfigError
 from ..train.distributed import barrier, unwrap_model
 from ..train.losses import distillation_loss
+from ..train.strategy import TrainingStrategy
 from .bn import recalibrate_bn
 from .space import SLOT_FIELDS, SearchSpace, SubnetConfig
 
@@ -143,12 +144,15 @@ def _backward(loss: torch.Tensor, scaler: torch.amp.GradScaler | None) -> None:
 
 # ------------------------------------------------------------------------------------- the training step
 @dataclass
-class ElasticTraining:
+class ElasticTraining(TrainingStrategy):
     """What one supernet training step needs; built once per run by :func:`build_elastic_training`.
 
-    Called by the engine's ``train_one_epoch`` as ``step(model, images, targets, epoch=, step=, amp=, scaler=)``
-    in place of its forward / loss / backward; ``model`` may be DDP-wrapped.
+    The engine's training strategy (:mod:`flexbone.train.strategy`): ``step(model, images, targets, epoch=,
+    step=, amp=, scaler=)`` in place of its forward / loss / backward; ``model`` may be DDP-wrapped.
     """
+
+    handles_mixup = True  # the max net takes the mixed batch, the sub-networks distil on the same one
+    find_unused_parameters = True  # a sub-network leaves the rest of the supernet unused
 
     strategy: str  # 'progressive', 'sandwich' or 'deps'
     space: SearchSpace  # the space trained (a phase's sub-space for progressive shrinking)
@@ -174,8 +178,8 @@ class ElasticTraining:
         """The sub-networks that distil from the max net in this step: the min, then ``num_random`` random."""
         return [self.space.min()] + [self.sampler.sample(epoch, step, i) for i in range(self.num_random)]
 
-    def __call__(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, epoch: int, step: int,
-                 amp: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
+    def step(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, epoch: int, step: int,
+             amp: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
         if self.resolutions:  # elastic resolution: the whole batch at one size drawn for this step
             size = self.sampler.resolution(epoch, step, self.resolutions)
             if size != images.shape[-1]:
@@ -288,7 +292,7 @@ def build_teacher(recipe: Recipe, checkpoint: str, num_classes: int, device: tor
 
 def build_elastic_training(recipe: Recipe, model: nn.Module, *, loss_fn: Callable, mixup_fn: Callable | None,
                            num_classes: int, steps_per_epoch: int, device: torch.device,
-                           fresh: bool = True) -> ElasticTraining:
+                           fresh: bool = True, **context: Any) -> ElasticTraining:
     """The :class:`ElasticTraining` of a recipe, for ``model`` (the unwrapped supernet, weights loaded).
 
     ``fresh``: the run starts here (not resumed). Only then are the middle channels reorganised for a phase

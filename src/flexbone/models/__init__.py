@@ -19,3 +19,4 @@ from . import cbnet  # noqa: F401  (composites of the families above)
 from . import ffnet  # noqa: F401  (FFNet segmentation / classification)
 from ..elastic import ofa_resnet  # noqa: F401  (supernets, after the families they extract to)
 from ..elastic import ofa_mobilenet  # noqa: F401
+from ..stitch import snnet  # noqa: F401  (SN-Net over the anchors above)

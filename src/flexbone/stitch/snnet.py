@@ -14,8 +14,11 @@ evaluation in train mode, BN recalibration and DDP see exactly the path that was
 from __future__ import annotations
 
 import copy
+import json
+import os
 import random
 from collections import defaultdict
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -202,3 +205,88 @@ class SNNet(nn.Module):
                                       f"have {x.shape[0]} and {y.shape[0]} positions for these images")
                 pairs.append((x, y))
             self.stitch_layers[key][layer_id].set_weight_bias(*averaged_stitch(pairs))
+
+
+# ------------------------------------------------------------------------------ registry, saving
+FORMAT = "flexbone-snnet/1"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+DDP_SAMPLING = ("per_rank", "same")
+
+
+def build_snnet(anchors: Sequence[str] = ("resnet18", "resnet50"), anchor_checkpoints: Sequence[str] | None = None,
+                num_classes: int = 1000, *, kernel: int = 2, stride: int = 1, nearest: bool = True,
+                stages: Sequence[int] = (1, 2), ddp_sampling: str = "per_rank", distill_from_largest: bool = False,
+                anchor_options: Sequence[dict[str, Any]] | None = None, **anchor_kwargs: Any) -> SNNet:
+    """An SN-Net over registered anchors (``create_model("snnet", anchors=[...], ...)``; recipes: ``model.kwargs``).
+
+    ``anchor_checkpoints``: one pretrained file per anchor (a classifier of another size is re-initialised, as
+    ``create_model(pretrained=...)``). Training options, kept on the model for the ``stitching`` strategy:
+    ``ddp_sampling`` -- ``'per_rank'``: each DDP process draws its own configuration per step (the reference),
+    ``'same'``: all processes train the same one; ``distill_from_largest``: distil every configuration from a
+    frozen copy of the largest anchor as it was when training started (when no ``distill.teacher`` is set).
+    ``anchor_kwargs`` (``img_size``, ``drop_path_rate`` ...) go to every anchor, ``anchor_options[i]`` to anchor i.
+    """
+    from ..models import create_model
+
+    if ddp_sampling not in DDP_SAMPLING:
+        raise ConfigError(f"ddp_sampling must be one of {', '.join(DDP_SAMPLING)}, not {ddp_sampling!r}")
+    anchors = list(anchors)
+    checkpoints = list(anchor_checkpoints) if anchor_checkpoints else [None] * len(anchors)
+    if len(checkpoints) != len(anchors):
+        raise ConfigError(f"{len(anchors)} anchors ({', '.join(anchors)}) but {len(checkpoints)} anchor checkpoints")
+    options = [dict(o) for o in anchor_options] if anchor_options else [{} for _ in anchors]
+    if len(options) != len(anchors):
+        raise ConfigError(f"{len(anchors)} anchors but {len(options)} entries in anchor_options")
+    models = [create_model(name, pretrained=ckpt or False, num_classes=num_classes, **{**anchor_kwargs, **opts})
+              for name, ckpt, opts in zip(anchors, checkpoints, options)]
+    net = SNNet(models, kernel=kernel, stride=stride, nearest=nearest, stages=stages)
+    net.training_strategy = "stitching"  # the engine's strategy for this model (flexbone.train.strategy)
+    net.ddp_sampling, net.distill_from_largest = ddp_sampling, distill_from_largest
+    net.spec = dict(anchors=anchors, num_classes=num_classes, kernel=kernel, stride=stride, nearest=nearest,
+                    stages=list(stages), ddp_sampling=ddp_sampling, distill_from_largest=distill_from_largest,
+                    anchor_options=options, **anchor_kwargs)
+    net.default_cfg = dict(getattr(models[-1], "default_cfg", {}))  # preprocessing: the largest anchor's
+    return net
+
+
+def save_snnet(net: SNNet, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``config.json`` (``create_model('snnet', **kwargs)`` arguments) and ``model.safetensors`` to ``directory``
+    (atomically, in a folder that appears only when both files are written)."""
+    from ..checkpoint import save_state_dict
+    from ..outputs import staged_dir
+
+    spec = getattr(net, "spec", None)
+    if spec is None:
+        raise ConfigError("only an SN-Net built by build_snnet / create_model('snnet') can be saved with its recipe")
+    meta = {"format": FORMAT, "model": "snnet", "kwargs": spec, "num_configs": net.num_configs, **(extra or {})}
+    with staged_dir(Path(directory)) as tmp:
+        save_state_dict(net.state_dict(), Path(tmp) / WEIGHTS_FILE, metadata={"format": FORMAT})
+        (Path(tmp) / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return Path(directory)
+
+
+def load_snnet(directory: str | os.PathLike) -> SNNet:
+    """An SN-Net saved by :func:`save_snnet` (or ``flexbone stitch``)."""
+    from ..checkpoint import load_checkpoint
+    from ..errors import CheckpointError
+
+    directory = Path(directory)
+    try:
+        meta = json.loads((directory / CONFIG_FILE).read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{directory} is not a saved SN-Net ({e})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{directory / CONFIG_FILE}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    net = build_snnet(**meta["kwargs"])
+    load_checkpoint(net, directory / WEIGHTS_FILE, strict=True)
+    return net
+
+
+def _register() -> None:
+    from ..models._registry import register_model
+
+    register_model(build_snnet, name="snnet", family="stitch")
+
+
+_register()

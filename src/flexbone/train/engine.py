@@ -44,9 +44,10 @@ from .distributed import (
 )
 from .ema import ModelEma
 from .logs import CURVES_PNG, METRICS_CSV, METRICS_JSONL, MetricsLogger, plot_metrics
-from .losses import create_loss, distillation_loss
+from .losses import create_loss
 from .optim import create_optimizer
 from .schedule import create_scheduler
+from .strategy import PlainStrategy, TrainingStrategy, build_strategy, strategy_runner
 from .runlock import RunLock, check_unlocked
 
 
@@ -118,6 +119,7 @@ def train_one_epoch(
     on_log: Callable[[dict[str, Any]], None] | None = None,
     step_offset: int = 0,
     supernet_step: Callable[..., torch.Tensor] | None = None,
+    strategy: TrainingStrategy | None = None,
 ) -> dict[str, float]:
     """Train ``model`` for one pass over ``loader`` (or ``max_steps`` batches).
 
@@ -125,15 +127,17 @@ def train_one_epoch(
     loss under autocast (``amp`` dtype), check the loss is finite, backward (scaled with ``scaler`` for
     fp16), clip the gradient norm, optimiser step, scheduler step, EMA update.
 
-    Supernet training (``elastic.strategy``): ``supernet_step(model, images, targets, epoch=, step=, amp=,
-    scaler=)`` replaces the forward, loss and backward; it runs them for each sub-network it samples
-    (gradients summed) and returns the summed loss, detached (see :mod:`flexbone.elastic.training`).
+    The forward, loss and backward are the training strategy's (:mod:`flexbone.train.strategy`):
+    ``strategy.step(model, images, targets, epoch=, step=, amp=, scaler=)`` returns the loss, detached (a
+    supernet strategy runs several sub-networks, gradients summed). Without one, :class:`PlainStrategy`
+    with ``loss_fn`` and the optional ``teacher``; ``supernet_step`` is the older name of ``strategy``.
 
     Returns the mean loss, the last lr, images/s and the number of steps and images (loss averaged and
     images summed over all processes).
     Raises :class:`NonFiniteLossError` before the step that would write NaN/inf into the weights.
     """
     model.train()
+    step_fn = strategy or supernet_step or PlainStrategy(loss_fn, teacher, distill_alpha, distill_temperature)
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     world_size = torch.distributed.get_world_size() if distributed else 1
     loss_sum, window_loss, window_steps, images_seen, steps = 0.0, 0.0, 0, 0, 0
@@ -149,18 +153,8 @@ def train_one_epoch(
         if mixup_fn is not None:
             images, targets = mixup_fn(images, targets)  # (B, C) soft targets from here on
 
-        if supernet_step is not None:  # several sub-networks, each with its own backward pass
-            optimizer.zero_grad(set_to_none=True)
-            loss = supernet_step(model, images, targets, epoch=epoch, step=steps, amp=amp, scaler=scaler)
-        else:
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                logits = model(images)
-                loss = loss_fn(logits, targets)
-                if teacher is not None:
-                    with torch.no_grad():
-                        teacher_logits = teacher(images)
-                    loss = (1 - distill_alpha) * loss + distill_alpha * distillation_loss(
-                        logits.float(), teacher_logits.float(), distill_temperature)
+        optimizer.zero_grad(set_to_none=True)
+        loss = step_fn(model, images, targets, epoch=epoch, step=steps, amp=amp, scaler=scaler)  # forward + backward
 
         # one host sync per step: a NaN/inf loss is caught before it reaches the weights
         loss_value = loss.item()
@@ -173,9 +167,6 @@ def train_one_epoch(
                 f"(lr {optimizer.param_groups[0]['lr']:.3g}); stopped before updating the weights. "
                 f"Try a lower optim.lr, optim.clip_grad, more schedule.warmup_epochs, or train.amp=bf16/none")
 
-        if supernet_step is None:  # (a supernet step has run its backward passes already)
-            optimizer.zero_grad(set_to_none=True)
-            (scaler.scale(loss) if scaler is not None else loss).backward()
         if scaler is not None:
             if clip_grad:
                 scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
@@ -378,12 +369,11 @@ def run(
         return run_segmentation(recipe, run_dir=run_dir, recipe_name=recipe_name, quiet=quiet, model=model)
     dist_info = init_distributed(recipe.train.device)
     try:
-        if recipe.elastic.strategy == "progressive":  # one run per shrinking phase, each from the previous one
-            from ..elastic.training import run_phases
-
+        runner = strategy_runner(recipe)  # a chain of runs (progressive shrinking: one per phase)
+        if runner is not None:
             run_one = functools.partial(_run, dist_info=dist_info, progress=progress, quiet=quiet)
-            return run_phases(recipe, run_one, recipe_name=recipe_name, run_dir=run_dir, resume=resume, model=model,
-                              quiet=quiet)
+            return runner(recipe, run_one, recipe_name=recipe_name, run_dir=run_dir, resume=resume, model=model,
+                          quiet=quiet)
         return _run(recipe, dist_info, recipe_name=recipe_name, run_dir=run_dir, resume=resume, model=model,
                     progress=progress, quiet=quiet)
     finally:
@@ -445,12 +435,9 @@ def _run(recipe: Any, dist_info: DistInfo, *, recipe_name: str, run_dir: str | P
     optimizer = create_optimizer(model, recipe.optim, lr=peak_lr)
     scheduler = create_scheduler(optimizer, recipe.schedule, peak_lr, steps_per_epoch)
     loss_fn = create_loss(recipe.loss.name, recipe.loss.label_smoothing, recipe.loss.bce_target_threshold)
-    elastic = None
-    if recipe.elastic.strategy != "none":  # supernet training: sub-network sampling and distillation
-        from ..elastic.training import build_elastic_training
-
-        elastic = build_elastic_training(recipe, model, loss_fn=loss_fn, mixup_fn=mixup_fn, num_classes=num_classes,
-                                         steps_per_epoch=steps_per_epoch, device=device, fresh=state is None)
+    # what a step does with the batch and what an evaluation reports (flexbone.train.strategy)
+    strategy = build_strategy(recipe, model, loss_fn=loss_fn, mixup_fn=mixup_fn, num_classes=num_classes,
+                              steps_per_epoch=steps_per_epoch, device=device, fresh=state is None, teacher=teacher)
     autocast_dtype = amp_dtype(tr.amp, device)
     scaler = torch.amp.GradScaler("cuda") if tr.amp == "fp16" else None
     ema = ModelEma(model, tr.ema_decay, warmup=tr.ema_warmup) if tr.ema_decay > 0 else None
@@ -480,7 +467,7 @@ def _run(recipe: Any, dist_info: DistInfo, *, recipe_name: str, run_dir: str | P
     if dist_info.distributed:
         train_model = nn.parallel.DistributedDataParallel(  # a sub-network leaves parameters unused
             model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=elastic is not None)
+            find_unused_parameters=strategy.find_unused_parameters)
     if tr.compile:
         train_model = torch.compile(train_model)
 
@@ -530,10 +517,9 @@ def _run(recipe: Any, dist_info: DistInfo, *, recipe_name: str, run_dir: str | P
                 bar.set_description(f"epoch {epoch + 1}/{epochs}")
                 stats = train_one_epoch(
                     train_model, train_loader, optimizer, loss_fn, device, epoch=epoch, scheduler=scheduler,
-                    mixup_fn=mixup_fn if elastic is None else None, amp=autocast_dtype, scaler=scaler,
-                    channels_last=recipe.model.channels_last, supernet_step=elastic,
-                    clip_grad=recipe.optim.clip_grad, ema=ema, max_steps=steps_per_epoch, teacher=teacher,
-                    distill_alpha=recipe.distill.alpha, distill_temperature=recipe.distill.temperature, progress=bar,
+                    mixup_fn=None if strategy.handles_mixup else mixup_fn, amp=autocast_dtype, scaler=scaler,
+                    channels_last=recipe.model.channels_last, strategy=strategy,
+                    clip_grad=recipe.optim.clip_grad, ema=ema, max_steps=steps_per_epoch, progress=bar,
                     log_interval=tr.log_interval, on_log=logger.log_step, step_offset=global_step)
                 global_step += stats["steps"]
                 record: dict[str, Any] = {
@@ -542,14 +528,11 @@ def _run(recipe: Any, dist_info: DistInfo, *, recipe_name: str, run_dir: str | P
                     "train_time_s": stats["time_s"]}
                 last_epoch = epoch + 1 == epochs
                 if (epoch + 1) % tr.eval_every == 0 or last_epoch:
-                    if elastic is not None:  # min and max sub-networks, each after BN recalibration
-                        last_eval = elastic.evaluate(model, eval_loader, train_loader, device, amp=autocast_dtype,
-                                                     channels_last=recipe.model.channels_last)
-                        for name, sub in last_eval.get("subnets", {}).items():
-                            record.update({f"eval_{name}_top1": sub["top1"], f"eval_{name}_loss": sub["loss"]})
-                    else:
-                        last_eval = evaluate(model, eval_loader, device, amp=autocast_dtype,
-                                             channels_last=recipe.model.channels_last)
+                    # the strategy's report: the model, plus e.g. a supernet's min net or an SN-Net's anchors
+                    last_eval = strategy.evaluate(model, eval_loader, train_loader, device, amp=autocast_dtype,
+                                                  channels_last=recipe.model.channels_last)
+                    for name, sub in last_eval.get("subnets", {}).items():
+                        record.update({f"eval_{name}_top1": sub["top1"], f"eval_{name}_loss": sub["loss"]})
                     record.update(eval_loss=last_eval["loss"], eval_top1=last_eval["top1"], eval_top5=last_eval["top5"])
                     if ema is not None:
                         ema_eval = evaluate(ema.module, eval_loader, device, amp=autocast_dtype,
