@@ -4,7 +4,6 @@ The model is trained here for a few epochs on scikit-learn's digits (a random ne
 would make top-1 agreement meaningless); the agreement is measured with onnxruntime directly on the
 held-out split, which calibration never sees.
 """
-import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest

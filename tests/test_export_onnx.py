@@ -123,7 +123,8 @@ def test_a_wrong_artifact_is_refused_and_not_written(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_pt2_dynamic_batch_reloads_and_matches(tmp_path):
     source = load_source("resnet8s_tiny", num_classes=7)
-    meta = export_model(source, tmp_path / "m.pt2", "pt2", img_size=16, dynamic_batch=True, fold=True, log=lambda s: None)
+    meta = export_model(source, tmp_path / "m.pt2", "pt2", img_size=16, dynamic_batch=True, fold=True,
+                        log=lambda s: None)
     assert meta["check"]["max_abs_diff"]["random"] < 1e-4
     program = torch.export.load(str(tmp_path / "m.pt2")).module()
     x = torch.randn(5, 3, 16, 16)

@@ -15,14 +15,14 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from ..checkpoint import atomic_write
 from ..errors import ExportError
-from .check import FP32_TOLERANCE, as_list, compare
+from .check import FP32_TOLERANCE, compare
 
 DEFAULT_OPSET = 17  # LayerNormalization (PVT) is a single op from 17 on; onnxruntime 1.16+ runs it
 MIN_OPSET = 13
@@ -154,5 +154,4 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, inputs: dict[str, tor
     return result
 
 
-__all__ = ["DEFAULT_OPSET", "INPUT_NAME", "export_onnx", "write_onnx", "ort_session", "ort_runner", "max_opset",
-           "as_list"]
+__all__ = ["DEFAULT_OPSET", "INPUT_NAME", "export_onnx", "write_onnx", "ort_session", "ort_runner", "max_opset"]

@@ -30,7 +30,8 @@ def export_program(model: nn.Module, example: torch.Tensor, *, what: str,
             return torch.export.export(model.eval(), (example,), dynamic_shapes=dynamic_shapes, strict=False)
     except Exception as e:  # torch.export raises many types (UserError, Unsupported, GuardOnDataDependent ...)
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise ExportError(f"{what}: torch.export cannot export this model ({type(e).__name__}: {first[:300]})") from None
+        raise ExportError(f"{what}: torch.export cannot export this model ({type(e).__name__}: {first[:300]})"
+                          ) from None
 
 
 def export_pt2(model: nn.Module, path: str | os.PathLike, inputs: dict[str, torch.Tensor], *, what: str,

@@ -13,6 +13,7 @@ from . import res2net  # noqa: F401
 from . import cspnet  # noqa: F401
 from . import inception  # noqa: F401
 from . import fbnetv3  # noqa: F401
+from . import rdnet  # noqa: F401
 from . import vit  # noqa: F401
 from . import swin  # noqa: F401
 from . import cbnet  # noqa: F401  (composites of the families above)

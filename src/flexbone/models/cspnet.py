@@ -238,7 +238,7 @@ class CspNet(Backbone):
 
         # stages; a level is recorded before each stage that strides (its input), and after the last
         total = sum(s.depth for s in cfg.stages)
-        rates = torch.linspace(0, drop_path_rate, total).tolist() if drop_path_rate else [0.0] * total
+        rates = torch.linspace(0, drop_path_rate, total, device="cpu").tolist()  # cpu: also under meta
         dilation, stages, first_block = 1, [], 0
         for idx, scfg in enumerate(cfg.stages):
             stride = scfg.stride

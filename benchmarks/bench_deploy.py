@@ -1,0 +1,263 @@
+"""Deployment on this CPU: flexbone's exported artifacts vs timm eager and timm exported by hand.
+
+For each model and batch size, in one process, interleaved rounds (the order changes every round) of:
+
+* ``timm eager``: timm's model in PyTorch (``inference_mode``), the same weights as flexbone's;
+* ``timm hand-onnx``: timm's model exported the way a user would without flexbone (``torch.onnx.export``,
+  its defaults, ``dynamo=False`` because torch 2.14's default exporter needs ``onnxscript``), run in
+  onnxruntime;
+* ``flexbone folded``: ``flexbone.export.fold_bn(model)`` in PyTorch;
+* ``flexbone onnx``: ``flexbone export --fold-bn`` (checked in onnxruntime), run in onnxruntime;
+* ``flexbone onnx-int8``: the same, quantized by ``--int8`` (onnxruntime static QDQ, per-channel), calibrated on
+  crops of scikit-learn's two sample photographs (latency only: these weights are random).
+
+timm has no OFA-MobileNetV3 sub-network; for it the two baselines are the same flexbone network in
+PyTorch (unfolded) and exported by hand. Every runtime uses the same number of threads (``--threads``,
+default 2: torch intra-op threads, onnxruntime intra-op threads with one inter-op thread).
+
+A second part measures what int8 costs in accuracy: a ``resnet8s_tiny`` trained with the quickstart recipe
+on scikit-learn's digits (``flexbone train``; or ``--digits-checkpoint``), exported in fp32 and int8
+(calibrated on the digits training split) and evaluated on the held-out split in onnxruntime.
+
+    .venv/bin/python benchmarks/bench_deploy.py                   # a few minutes on 2 cores
+    .venv/bin/python benchmarks/bench_deploy.py --models mobilenetv3_large_100 --batch-sizes 1 --repeats 3 \\
+        --out-dir /tmp/bench_check
+
+Writes ``deploy_cpu.json`` and ``.md`` to ``--out-dir`` (default ``benchmarks/results``).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import flexbone
+from flexbone.bench.report import add_run_options, format_markdown, report_header, write_report
+from flexbone.bench.throughput import environment, round_order
+from flexbone.export import fold_bn
+from flexbone.export.artifact import export_model
+from flexbone.export.onnx import ort_session
+from flexbone.export.source import ExportSource
+
+HERE = Path(__file__).resolve().parent
+MODELS = ("resnet50", "mobilenetv3_large_100", "ofa_mbv3_subnet")
+OFA_SUPERNET = "ofa_mbv3_d234_e346_k357_w1.0"
+OFA_SEED = 0  # space.sample(seed): the sub-network measured
+CASES = ("timm eager", "timm hand-onnx", "flexbone folded", "flexbone onnx", "flexbone onnx-int8")
+
+
+def build(name: str) -> tuple[torch.nn.Module, torch.nn.Module | None, str, dict]:
+    """``(flexbone model, timm model with the same weights or None, display name, subnet config or {})``."""
+    torch.manual_seed(0)
+    if name == "ofa_mbv3_subnet":
+        net = flexbone.create_model(OFA_SUPERNET)
+        cfg = net.space.sample(OFA_SEED)
+        net.set_active(cfg)
+        return net.extract().eval(), None, f"{OFA_SUPERNET} sub-network (sample {OFA_SEED})", cfg.to_dict()
+    import timm
+
+    ours = flexbone.create_model(name).eval()
+    theirs = timm.create_model(name).eval()
+    theirs.load_state_dict(ours.state_dict(), strict=True)  # flexbone's names are timm's
+    return ours, theirs, name, {}
+
+
+def calibration_folder(root: Path, size: int, count: int = 16) -> Path:
+    """``count`` crops of scikit-learn's sample photographs as PNG files (int8 calibration for the latency rows)."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_image
+
+    folder = root / "calib"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    photos = [load_sample_image(n) for n in ("china.jpg", "flower.jpg")]
+    for i in range(count):
+        img = photos[i % 2]
+        h, w = img.shape[:2]
+        s = int(rng.integers(size, min(h, w)))
+        y, x = int(rng.integers(0, h - s)), int(rng.integers(0, w - s))
+        Image.fromarray(img[y:y + s, x:x + s]).save(folder / f"{i}.png")
+    return folder
+
+
+def hand_export(model: torch.nn.Module, x: torch.Tensor, path: Path) -> None:
+    """What a user does without flexbone: ``torch.onnx.export`` with its defaults (TorchScript exporter)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), str(path), dynamo=False)
+
+
+def ort_step(path: Path, x: torch.Tensor, threads: int):
+    session = ort_session(path, threads)
+    name = session.get_inputs()[0].name
+    feed = {name: x.numpy()}
+    return lambda: session.run(None, feed)
+
+
+def torch_step(model: torch.nn.Module, x: torch.Tensor):
+    def step():
+        with torch.inference_mode():
+            model(x)
+    return step
+
+
+def measure_model(name: str, batch_sizes: list[int], img_size: int, threads: int, warmup: int, repeats: int,
+                  work: Path, say) -> list[dict]:
+    ours, timm_model, display, subnet = build(name)
+    baseline = timm_model if timm_model is not None else ours
+    folded = fold_bn(ours, torch.randn(1, 3, img_size, img_size))
+    calib = calibration_folder(work / name, img_size)
+    rows = []
+    for bs in batch_sizes:
+        x = torch.randn(bs, 3, img_size, img_size)
+        say(f"{display}, batch {bs}: exporting")
+        hand = work / name / f"hand-{bs}.onnx"
+        hand_export(baseline, x, hand)
+        source = ExportSource(ours, name, subnet=subnet or None)
+        fp32, int8 = work / name / f"fp32-{bs}.onnx", work / name / f"int8-{bs}.onnx"
+        quiet = lambda s: None  # noqa: E731
+        side = export_model(source, fp32, "onnx", img_size=img_size, batch_size=bs, fold=True, log=quiet)
+        side8 = export_model(source, int8, "onnx", img_size=img_size, batch_size=bs, fold=True, int8=True,
+                             calib_data=str(calib), calib_batches=max(1, 16 // bs), log=quiet)
+        steps = {
+            "timm eager": torch_step(baseline, x),
+            "timm hand-onnx": ort_step(hand, x, threads),
+            "flexbone folded": torch_step(folded, x),
+            "flexbone onnx": ort_step(fp32, x, threads),
+            "flexbone onnx-int8": ort_step(int8, x, threads),
+        }
+        n_warm, n_rep = (warmup, repeats) if bs == 1 else (1, max(3, repeats // 4))
+        say(f"{display}, batch {bs}: {n_warm} warm-up and {n_rep} interleaved rounds of {len(steps)} cases")
+        for step in steps.values():
+            for _ in range(n_warm):
+                step()
+        times = {k: [] for k in steps}
+        for i in range(n_rep):
+            for k in round_order(list(steps), i):
+                t0 = time.perf_counter()
+                steps[k]()
+                times[k].append(time.perf_counter() - t0)
+        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        for k in CASES:
+            label = k if timm_model is not None else k.replace("timm ", "no timm model: flexbone ")
+            rows.append({"model": display, "batch_size": bs, "img_size": img_size, "case": label,
+                         "median_ms": med[k], "ms": [t * 1e3 for t in times[k]],
+                         "vs_timm_eager": med["timm eager"] / med[k],
+                         "vs_hand_onnx": med["timm hand-onnx"] / med[k],
+                         "vs_flexbone_onnx": med["flexbone onnx"] / med[k],
+                         "max_abs_diff": side["check"]["max_abs_diff"] if k == "flexbone onnx" else None,
+                         "int8_top1_agreement_calib": (side8["int8"]["top1_agreement_with_fp32"]
+                                                       if k == "flexbone onnx-int8" else None)})
+        say("  " + ", ".join(f"{k} {med[k]:.1f} ms" for k in CASES))
+    return rows
+
+
+def digits_int8(checkpoint: Path | None, work: Path, threads: int, say) -> dict:
+    """Top-1 of the quickstart digits model in PyTorch, ONNX fp32 and ONNX int8 on the held-out split."""
+    import contextlib
+    import io
+    import json
+
+    from flexbone.cli import main as cli
+
+    if checkpoint is None:
+        say("digits: training resnet8s_tiny with the quickstart recipe (flexbone train)")
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            rc = cli(["train", "--recipe", "quickstart", "--no-progress", "--train.output_dir", str(work / "runs"),
+                      "--train.run_name", "digits"])
+        assert rc == 0, "quickstart training failed"
+        checkpoint = work / "runs" / "digits" / "model.safetensors"
+        say(f"digits: trained in {time.perf_counter() - t0:.0f} s")
+    results = {"checkpoint": str(checkpoint)}
+    for label, extra in (("fp32", []), ("int8", ["--int8", "--calib-data", "digits", "--calib-batches", "16"])):
+        out = work / f"digits-{label}.onnx"
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert cli(["export", "--checkpoint", str(checkpoint), "--format", "onnx", "--fold-bn",
+                        "--dynamic-batch", *extra, "--out", str(out)]) == 0
+    runs = {"pytorch": ["--checkpoint", str(checkpoint)], "onnx fp32": ["--onnx", str(work / "digits-fp32.onnx")],
+            "onnx int8": ["--onnx", str(work / "digits-int8.onnx")]}
+    for label, flag in runs.items():
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            assert cli(["validate", *flag, "--data", "digits", "--workers", "0", "--device", "cpu", "--json"]) == 0
+        stats = json.loads(buf.getvalue().strip().splitlines()[-1])
+        results[label] = {"top1": stats["top1"], "loss": stats["loss"], "images": stats["images"]}
+    results["int8_top1_change"] = results["onnx int8"]["top1"] - results["onnx fp32"]["top1"]
+    say(f"digits: top-1 pytorch {results['pytorch']['top1']:.2f}, onnx fp32 {results['onnx fp32']['top1']:.2f}, "
+        f"int8 {results['onnx int8']['top1']:.2f} ({results['int8_top1_change']:+.2f} points)")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", nargs="+", default=list(MODELS), help=f"default: {' '.join(MODELS)}")
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--digits-checkpoint", type=Path, default=None,
+                   help="a quickstart model.safetensors (default: train one, ~1 min)")
+    p.add_argument("--skip-digits", action="store_true")
+    add_run_options(p, HERE / "results", warmup=2, repeats=12, repeats_help="timed rounds at batch 1 (larger "
+                                                                              "batches: a quarter, at least 3)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    say = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)  # noqa: E731
+    env = environment()
+    env["started_utc"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    env["command"] = " ".join([".venv/bin/python", "benchmarks/bench_deploy.py", *(argv or sys.argv[1:])])
+    import onnxruntime
+
+    env["onnxruntime_version"] = onnxruntime.__version__
+    load_before = os.getloadavg()
+    t_start = time.perf_counter()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-deploy-") as tmp:
+        for name in args.models:
+            rows += measure_model(name, args.batch_sizes, args.img_size, args.threads, args.warmup, args.repeats,
+                                  Path(tmp), say)
+        digits = None if args.skip_digits else digits_int8(args.digits_checkpoint, Path(tmp), args.threads, say)
+    load_after = os.getloadavg()
+    wall = time.perf_counter() - t_start
+
+    table = [[r["model"], r["batch_size"], r["case"], f"{r['median_ms']:.1f}", f"{r['vs_timm_eager']:.2f}",
+              f"{r['vs_hand_onnx']:.2f}", f"{r['vs_flexbone_onnx']:.2f}"] for r in rows]
+    md = report_header("Deployment on the CPU: exported artifacts vs timm eager and timm exported by hand", env,
+                       args.threads, load_before, load_after, packages=("timm", "onnxruntime"))
+    md += ["", f"Inputs {args.img_size} px, fp32 except the int8 rows; weights random (the same in timm's and "
+           f"flexbone's models); {args.warmup} warm-up and {args.repeats} timed interleaved rounds at batch 1, "
+           f"1 warm-up and a quarter of the rounds (at least 3) at larger batches; median per case. Columns 'x' "
+           f"are speed-ups (median time of the reference / median time of the row): > 1 means the row is faster.",
+           "", f"Noise: the machine's {os.cpu_count()} cores were shared with other engineers' jobs during the run "
+           f"(load average above; a load above the core count means runnable jobs waited). Under such load the "
+           f"figures move between runs by far more than a few percent, the multi-threaded ones most (a thread "
+           f"that waits at a barrier while its sibling is descheduled). Wall time of the whole run: "
+           f"{wall / 60:.1f} min.", ""]
+    md += [format_markdown(["model", "batch", "case", "median ms", "x timm eager", "x hand-onnx", "x flexbone onnx"],
+                           table), ""]
+    if digits:
+        md += ["## int8 accuracy: the quickstart digits model", "",
+               f"`resnet8s_tiny` trained with `flexbone train --recipe quickstart` (seed 0), exported with `flexbone "
+               f"export --fold-bn --dynamic-batch` (+ `--int8 --calib-data digits --calib-batches 16`: 16 x 8 "
+               f"training images), evaluated with `flexbone validate --data digits` on the held-out split "
+               f"({digits['pytorch']['images']} images):", "",
+               format_markdown(["runtime", "top-1 %", "loss"],
+                               [[k, f"{digits[k]['top1']:.2f}", f"{digits[k]['loss']:.4f}"]
+                                for k in ("pytorch", "onnx fp32", "onnx int8")]), "",
+               f"int8 top-1 change: {digits['int8_top1_change']:+.2f} points.", ""]
+    data = {"environment": env, "threads": args.threads, "load_before": load_before, "load_after": load_after,
+            "wall_s": wall, "rows": rows, "digits_int8": digits}
+    write_report(args.out_dir, "deploy_cpu", data, "\n".join(md) + "\n", echo=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
