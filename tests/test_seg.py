@@ -211,7 +211,7 @@ def test_evaluate_upsamples_logits_and_counts_every_labelled_pixel():
     assert out["iou"][0] == pytest.approx(out["pixel_acc"])  # all predicted background
 
 
-def test_seg_digits_recipe_trains_through_the_engine(tmp_path):
+def _train_tiny(tmp_path):
     from flexbone.config import load_recipe
     from flexbone.train.engine import run
 
@@ -227,3 +227,32 @@ def test_seg_digits_recipe_trains_through_the_engine(tmp_path):
     assert (tmp_path / "run/last.safetensors").is_file() and (tmp_path / "run/recipe.yaml").is_file()
     with pytest.raises(ConfigError, match="already holds"):
         run(recipe, run_dir=tmp_path / "run", quiet=True)
+    return summary
+
+
+def test_seg_digits_recipe_trains_through_the_engine(tmp_path):
+    _train_tiny(tmp_path)
+
+
+@pytest.mark.cli
+def test_validate_and_predict_commands_on_a_segmentation_run(tmp_path, capsys):
+    from flexbone.cli import main
+
+    summary = _train_tiny(tmp_path)
+    ckpt = str(tmp_path / "run/last.safetensors")
+    capsys.readouterr()
+    assert main(["validate", "--checkpoint", ckpt, "--data", "seg_digits", "--json", "--workers", "0"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["miou"] == pytest.approx(summary["miou"]) and result["images"] == 4  # the run's own val set
+    ds = DigitsSegmentation("val", 2, size=32)
+    for i in range(2):
+        Image.fromarray(ds.images[i].permute(1, 2, 0).numpy()).save(tmp_path / f"canvas{i}.png")
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    out = tmp_path / "pred"
+    code = main(["predict", "--checkpoint", ckpt, str(tmp_path / "canvas0.png"), str(tmp_path / "canvas1.png"),
+                 str(tmp_path / "bad.png"), "--out", str(out)])
+    assert code == 2  # one unreadable image, the others done
+    mask = Image.open(out / "canvas0_mask.png")
+    assert mask.mode == "P" and mask.size == (32, 32) and np.array(mask).max() <= 10
+    assert Image.open(out / "canvas1_overlay.png").size == (32, 32)
+    assert not list(out.glob("bad*")) and not list(out.glob(".*tmp"))

@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ema", action="store_true", help="use the EMA weights of a training checkpoint")
     p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
     p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.add_argument("--out", metavar="DIR", default=None, help="segmentation models: folder for the colour masks "
+                                                              "and overlays (default ./predictions)")
     p.set_defaults(func=run, interpolation=None, batch_size=1, workers=0)
 
 
@@ -69,7 +71,12 @@ def run(args: argparse.Namespace) -> int:
     from ..train.checkpoint import model_from_checkpoint
     from ..train.distributed import resolve_device
     from .validate import eval_data_config
+    from ..seg.cli import is_segmentation
 
+    if is_segmentation(args):  # masks and overlays instead of labels (flexbone.seg.cli)
+        from ..seg.cli import predict as predict_masks
+
+        return predict_masks(args)
     paths, errors = image_paths(args.images)
     if not paths:
         raise FlexboneError(errors[0] if len(errors) == 1 else "no images to classify: " + "; ".join(errors))

@@ -82,7 +82,12 @@ def run(args: argparse.Namespace) -> int:
     from ..train.checkpoint import model_from_checkpoint
     from ..train.distributed import resolve_device
     from ..train.engine import amp_dtype, evaluate
+    from ..seg.cli import is_segmentation
 
+    if is_segmentation(args):  # mIoU instead of top-1 (flexbone.seg.cli); --data seg_digits, a mask folder, Cityscapes
+        from ..seg.cli import validate as validate_masks
+
+        return validate_masks(args)
     device = resolve_device(args.device)
     if args.onnx:  # the exported artifact, in onnxruntime (flexbone.export.runtime)
         from ..export.runtime import load_onnx_model

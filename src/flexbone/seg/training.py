@@ -8,6 +8,7 @@ pixel accuracy / per-class IoU from it.
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -181,8 +182,12 @@ def run_segmentation(recipe: Any, *, run_dir: str | Path | None = None, recipe_n
                "skipped_images": len(getattr(train_ds, "skipped", [])) + len(getattr(val_ds, "skipped", [])),
                "mean": list(d.mean), "std": list(d.std), "task": "segmentation"}
     if is_main:
-        save_state_dict(model.state_dict(), run_dir / "last.safetensors",
-                        metadata={"model": recipe.model.name, "num_classes": str(num_classes), "task": "segmentation"})
+        # what `flexbone validate / predict` need to rebuild and feed the model (flexbone.seg.cli)
+        seg_meta = {"task": "segmentation", "model": recipe.model.name, "num_classes": num_classes,
+                    "classes": list(classes), "mean": list(d.mean), "std": list(d.std), "dataset": d.dataset,
+                    "digits_val_size": recipe.seg.digits_val_size, "digits_canvas": recipe.seg.digits_canvas,
+                    "digits_seed": recipe.seg.digits_seed}
+        save_state_dict(model.state_dict(), run_dir / "last.safetensors", metadata={"seg": json.dumps(seg_meta)})
         write_json(run_dir / "metrics.json", history)
         write_json(run_dir / "summary.json", summary)
     summary["run_dir"] = str(run_dir)
