@@ -39,7 +39,8 @@ def test_table_times_every_part_once_and_predicts_the_sum_of_the_parts(net, tabl
     assert table.info["parts_timed"] == len(parts) == sum(len(v) for v in table.entries.values())
     assert all(ms > 0 for v in table.entries.values() for ms in v.values())
     # entries replaced by each part's MACs: the prediction must be count_macs of the whole extracted net
-    timed = {k: dict(v) for k, v in table.entries.items()}
+    timed = table.entries
+    table.entries = {k: dict(v) for k, v in timed.items()}
     for part in parts:
         table.entries[part.key]["x".join(map(str, part.in_shape))] = float(table._splitter().macs(part))
     try:

@@ -60,7 +60,7 @@ class MacsCost(_PartsCost):
     name, unit = "macs", UNITS["macs"]
 
     def __call__(self, cfg: SubnetConfig) -> float:
-        return float(sum(self.parts.macs(p) for p in self.parts.parts(self.space.validate(cfg))))
+        return float(sum(macs for _, _, macs in self.parts.chain(self.space.validate(cfg))))
 
 
 class ParamsCost(_PartsCost):
@@ -69,7 +69,8 @@ class ParamsCost(_PartsCost):
     name, unit = "params", UNITS["params"]
 
     def __call__(self, cfg: SubnetConfig) -> float:
-        return float(sum(self.parts.params(p.key) for p in self.parts.parts(self.space.validate(cfg))))
+        params = self.parts.params
+        return float(sum(params(key) for key, _, _ in self.parts.chain(self.space.validate(cfg))))
 
 
 def build_costs(supernet, names: Sequence[str], *, latency_table: "LatencyTable | None" = None,

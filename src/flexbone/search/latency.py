@@ -193,6 +193,7 @@ class LatencyTable:
         self.info = dict(info)
         self.supernet_name = supernet or space.name
         self._parts: SubnetParts | None = None
+        self._ms: tuple[dict, dict] | None = None  # (entries it was made from, {(key, shape): ms})
 
     # ------------------------------------------------------------------------------------- building
     @classmethod
@@ -259,14 +260,18 @@ class LatencyTable:
             raise ConfigError(f"this latency table has no timings at resolution {r} (it has "
                               f"{', '.join(map(str, self.resolutions))}); search within those "
                               f"(space.restrict(resolution=table.resolutions)) or build a table with --resolutions")
+        if self._ms is None or self._ms[0] is not self.entries:
+            self._ms = (self.entries, {(k, tuple(int(v) for v in size.split("x"))): ms
+                                       for k, sizes in self.entries.items() for size, ms in sizes.items()})
+        ms = self._ms[1]
         total = 0.0
-        for part in splitter.parts(cfg, img_size=r):
-            try:
-                total += self.entries[part.key][_size_key(part.in_shape)]
-            except KeyError:
-                raise ConfigError(f"this latency table has no timing of part {part.key} at {part.in_shape}: it was "
-                                  f"built for another configuration of {self.supernet_name} (classes, input "
-                                  f"channels); build a new one") from None
+        for key, shape, _ in splitter.chain(cfg, img_size=r):
+            t = ms.get((key, shape))
+            if t is None:
+                raise ConfigError(f"this latency table has no timing of part {key} at {shape}: it was built for "
+                                  f"another configuration of {self.supernet_name} (classes, input channels); "
+                                  f"build a new one")
+            total += t
         return total
 
     # ------------------------------------------------------------------------------------------- file

@@ -126,17 +126,55 @@ class _MobileNetParts:
             self.common["head_bias"] = kw["head_bias"]
         self.stem_chs, self.head_chs = kw["stem_chs"], kw["head_chs"]
 
-    def keys(self, cfg: SubnetConfig) -> list[tuple[str, Callable[[], nn.Module]]]:
-        out = [(f"stem:{self.net.in_chans}>{self.stem_chs}", self._stem)]
-        in_chs = self.stem_chs
-        for stage in self.spec.stages(cfg):
+        # the parts every sub-network has, and a memo of the elastic blocks: block j of unit u depends only on its
+        # own (kernel, expand), so the block table of one config per (kernel, expand) gives every block
+        stages = self.spec.stages(net.space.max())
+        self.fixed_first = [self._block_key(b, c) for b, c in self._with_inputs(stages)[:1]]
+        self.fixed_last = [self._block_key(b, c) for b, c in self._with_inputs(stages)[-1:]] \
+            if self.spec.final_expand_width else []
+        trunk_chs = stages[-1][-1].out_chs
+        self.stem = (f"stem:{net.in_chans}>{self.stem_chs}", self._stem)
+        self.head = (f"head:{trunk_chs}>{self.head_chs}>{net.num_classes}", lambda: self._head(trunk_chs))
+        self.n_units, self.max_depth = len(self.spec.units), self.spec.max_depth
+        self._blocks: dict[tuple[int, int, int, float], tuple[str, Callable[[], nn.Module]]] = {}
+
+    def _with_inputs(self, stages: list[list[BlockSpec]]) -> list[tuple[BlockSpec, int]]:
+        """Every block of a block table with its input channels."""
+        out, in_chs = [], self.stem_chs
+        for stage in stages:
             for b in stage:
-                key = (f"{b.kind}:{in_chs}>{b.mid_chs or '-'}>{b.out_chs}:k{b.kernel}:s{b.stride}:{b.act}"
-                       f"{':se' if b.se else ''}{':skip' if b.skip else ''}")
-                out.append((key, lambda b=b, c=in_chs: self._block(b, c)))
+                out.append((b, in_chs))
                 in_chs = b.out_chs
-        out.append((f"head:{in_chs}>{self.head_chs}>{self.net.num_classes}", lambda c=in_chs: self._head(c)))
         return out
+
+    def _block_key(self, b: BlockSpec, in_chs: int) -> tuple[str, Callable[[], nn.Module]]:
+        key = (f"{b.kind}:{in_chs}>{b.mid_chs or '-'}>{b.out_chs}:k{b.kernel}:s{b.stride}:{b.act}"
+               f"{':se' if b.se else ''}{':skip' if b.skip else ''}")
+        return key, lambda: self._block(b, in_chs)
+
+    def _elastic_block(self, stage: int, j: int, k: int, e: float) -> tuple[str, Callable[[], nn.Module]]:
+        hit = self._blocks.get((stage, j, k, e))
+        if hit is None:
+            n = self.net.space.num_block_slots
+            cfg = SubnetConfig(depth=tuple(max(c) for c in self.net.space.depth), kernel=(k,) * n, expand=(e,) * n)
+            stages = self.spec.stages(cfg)
+            in_chs = self.stem_chs
+            for s, blocks in enumerate(stages):
+                for i, b in enumerate(blocks):
+                    self._blocks[(s, i, k, e)] = self._block_key(b, in_chs)
+                    in_chs = b.out_chs
+            hit = self._blocks[(stage, j, k, e)]
+        return hit
+
+    def keys(self, cfg: SubnetConfig) -> list[tuple[str, Callable[[], nn.Module]]]:
+        out = [self.stem] + self.fixed_first
+        depths = tuple(cfg.depth) + (1,) * len(self.spec.tail)  # the tail blocks: depth 1, one slot each
+        kernel, expand = cfg.kernel, cfg.expand
+        for u, d in enumerate(depths):
+            first = u * self.max_depth if u < self.n_units else self.n_units * self.max_depth + (u - self.n_units)
+            for j in range(d):
+                out.append(self._elastic_block(1 + u, j, kernel[first + j], expand[first + j]))
+        return out + self.fixed_last + [self.head]
 
     def _carrier(self, stages: list[list[BlockSpec]], stem_chs: int, num_classes: int = 0, head_chs: int = 0):
         return self.cls(stages=stages, stem_chs=stem_chs, head_chs=head_chs, num_classes=num_classes, **self.common)
@@ -258,13 +296,22 @@ class SubnetParts:
     def parts(self, cfg: SubnetConfig, img_size: int | None = None) -> list[Part]:
         """The parts of ``cfg``'s extracted sub-network, in the order they run, each with its input shape
         (``img_size``: the input size of a configuration without resolution)."""
+        return [Part(key, shape) for key, shape, _ in self.chain(cfg, img_size)]
+
+    def chain(self, cfg: SubnetConfig, img_size: int | None = None) -> list[tuple[str, Shape, int]]:
+        """``(key, input shape, MACs)`` of each part of ``cfg`` in running order: :meth:`parts`, without the objects
+        (what the costs sum up, thousands of times in a search)."""
         r = self.resolution(cfg, img_size)
         shape: Shape = (self.in_chans, r, r)
         out = []
+        counted, builders = self._counted, self._builders
         for key, build in self._family.keys(cfg):
-            self._builders.setdefault(key, build)
-            out.append(Part(key, shape))
-            shape = self._count(key, shape)[1]
+            hit = counted.get((key, shape))
+            if hit is None:
+                builders.setdefault(key, build)
+                hit = self._count(key, shape)
+            out.append((key, shape, hit[0]))
+            shape = hit[1]
         return out
 
     def cover(self, resolutions: Iterable[int] | None = None) -> list[Part]:
