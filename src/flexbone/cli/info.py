@@ -40,6 +40,7 @@ def _describe(name: str, family: str, model: torch.nn.Module, img_size: int | No
     import torch
 
     from ..bench.complexity import count_macs, count_params
+    from ..models.scaling import paper_training_resolutions
 
     cfg = dict(model.default_cfg)
     in_chans, h, w = cfg["input_size"]
@@ -58,6 +59,7 @@ def _describe(name: str, family: str, model: torch.nn.Module, img_size: int | No
         model=name, family=family, params=count_params(model), macs=macs, img_size=[h, w],
         num_features=getattr(model, "num_features", None), feature_pyramid=pyramid,
         default_cfg={k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
+        paper_train_img_sizes=paper_training_resolutions(name),  # ResNet-RS: Bello et al. 2021, Table 7
     )
 
 
@@ -82,6 +84,9 @@ def print_info(info: dict[str, Any]) -> None:
     print(f"  MACs          {info['macs'] / 1e9:.3f} G at {h}x{w} (batch 1)")
     if info["num_features"]:
         print(f"  num_features  {info['num_features']} (pooled features before the classifier)")
+    if info.get("paper_train_img_sizes"):
+        sizes = ", ".join(map(str, info["paper_train_img_sizes"]))
+        print(f"  trained at    {sizes} px in the paper (Bello et al. 2021, Table 7; see flexbone.models.scaling)")
     print("\nfeature pyramid (features_only=True, out_indices):")
     rows = [[p["level"], p["module"], p["channels"], p["reduction"], "x".join(map(str, p["map_size"]))]
             for p in info["feature_pyramid"]]
