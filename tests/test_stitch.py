@@ -230,3 +230,52 @@ def test_least_squares_init_beats_random_init_on_digits():
     stitched_ls, stitched_random = ls_init[2:], random_init[2:]
     assert sum(stitched_ls) / len(stitched_ls) > sum(stitched_random) / len(stitched_random) + 0.2
     assert all(a > b for a, b in zip(stitched_ls, stitched_random))
+
+
+# ------------------------------------------------------------------------------ flexbone stitch
+@pytest.mark.cli
+def test_stitch_cli_rejects_bad_input(tmp_path, capsys):
+    from flexbone.cli import main
+
+    assert main(["stitch", "--anchors", "resnet18", "--data", "digits", "--out", str(tmp_path / "a")]) == 2
+    assert "at least two" in capsys.readouterr().err
+    assert main(["stitch", "--anchors", "resnet50,resnet18", "--data", "digits", "--out", str(tmp_path / "b")]) == 2
+    assert "small to large" in capsys.readouterr().err
+    assert main(["stitch", "--anchors", "resnet18,resnet50", "--checkpoints", f"{tmp_path / 'none.pt'},x.pt",
+                 "--data", "digits", "--out", str(tmp_path / "c")]) == 2
+    assert "is not a file" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+@pytest.mark.slow
+@pytest.mark.cli
+def test_stitch_cli_builds_initialises_saves_and_evaluates(tmp_path, capsys):
+    import csv
+
+    import flexbone
+    from flexbone.checkpoint import save_state_dict
+    from flexbone.cli import main
+    from flexbone.stitch import load_snnet
+
+    paths = []
+    for i, name in enumerate(("resnet18", "resnet50")):
+        torch.manual_seed(i)
+        anchor = randomize_(flexbone.create_model(name, num_classes=10), i)
+        paths.append(tmp_path / f"{name}.safetensors")
+        save_state_dict(anchor.state_dict(), paths[-1])
+    out = tmp_path / "sn"
+    assert main(["stitch", "--anchors", "resnet18,resnet50", "--checkpoints", ",".join(map(str, paths)),
+                 "--data", "digits", "--out", str(out), "--img-size", "8", "--init-images", "40", "--evaluate",
+                 "--workers", "0", "--no-progress"]) == 0
+    net = load_snnet(out).eval()
+    assert net.num_configs == 10
+    # the anchors inside are the checkpoints' models, and the stitches are the least-squares solution
+    anchor = flexbone.create_model("resnet50", num_classes=10, pretrained=str(paths[1])).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        net.set_active(1)
+        assert torch.equal(net(x), anchor(x))
+    assert any(net.stitch_layers["stage1_0to1"][0].transform.bias != 0)
+    rows = list(csv.DictReader(open(out / "configs.csv")))
+    assert [int(r["id"]) for r in rows] == list(range(10)) and [r["kind"] for r in rows[:3]] == ["anchor", "anchor", "stitch"]
+    assert (out / "configs.png").stat().st_size > 0

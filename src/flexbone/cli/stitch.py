@@ -1,0 +1,223 @@
+"""`flexbone stitch --anchors A,B --checkpoints a,b --data D --out DIR`: build an SN-Net from pretrained anchors,
+initialise its stitching layers by least squares on training images, save it; optionally evaluate every
+configuration (MACs, parameters, top-1, the accuracy/cost plot with the anchors marked).
+
+The folder holds ``config.json`` (the ``create_model('snnet', ...)`` arguments) and ``model.safetensors``; train
+it with ``flexbone train --recipe snnet_resnet --model.pretrained DIR/model.safetensors`` (see the recipes).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..options import int_range
+
+EPILOG = """examples:
+  flexbone stitch --anchors resnet18,resnet50 --checkpoints r18.safetensors,r50.safetensors \\
+      --data /data/imagenet --out snnet-r18-r50
+  flexbone stitch --anchors deit_tiny_patch16_224,deit_small_patch16_224,deit_base_patch16_224 \\
+      --checkpoints ti.pth,s.pth,b.pth --data /data/imagenet --out snnet-deit --evaluate
+  flexbone stitch --from snnet-r18-r50 --weights runs/x/model.safetensors --data /data/imagenet --evaluate
+
+--data is an image folder with train/ (least-squares images) and val/ (--evaluate) sub-folders, a folder of
+CIFAR-10/100 batch files, or 'digits'. Anchors go small to large; each anchor's checkpoint is loaded as
+create_model(name, pretrained=PATH) does (a classifier of another size is re-initialised)."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("stitch", help="SN-Net: stitch pretrained anchors, least-squares init, save (and evaluate)",
+                       description="Build a stitchable network (SN-Net) from pretrained anchors, initialise its "
+                                   "stitching layers by least squares on training images and save it; with "
+                                   "--evaluate, evaluate every configuration and plot accuracy against MACs.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--anchors", metavar="A,B[,C]", help="registered models, small to large (e.g. resnet18,resnet50)")
+    p.add_argument("--checkpoints", metavar="a,b[,c]", help="one pretrained file per anchor (default: random init)")
+    p.add_argument("--from", dest="from_dir", type=Path, metavar="DIR", help="a saved SN-Net instead of --anchors")
+    p.add_argument("--weights", type=Path, metavar="PATH", help="with --from: trained weights (a flexbone run's "
+                                                                 "model.safetensors) to load instead of DIR's")
+    p.add_argument("--data", required=True, metavar="PATH|digits", help="image folder (train/ + val/), CIFAR batch "
+                                                                         "files, or 'digits'")
+    p.add_argument("--out", type=Path, metavar="DIR", help="folder to write (config.json, model.safetensors, and "
+                                                           "with --evaluate configs.csv / configs.png)")
+    p.add_argument("--num-classes", type=int_range(1), default=None, metavar="N",
+                   help="classes of the anchors (default: the data's)")
+    p.add_argument("--init-images", type=int_range(1), default=100, metavar="N",
+                   help="training images for the least-squares init (default 100, as the reference)")
+    p.add_argument("--no-init", action="store_true", help="keep the stitching layers' default initialisation")
+    p.add_argument("--kernel", type=int_range(1), default=2, help="ViT anchors: stitching window (default 2)")
+    p.add_argument("--stride", type=int_range(1), default=1, help="ViT anchors: window stride (default 1)")
+    p.add_argument("--all-pairs", action="store_true", help="ViT anchors: stitch every anchor pair and chains of "
+                                                            "three, not only neighbours")
+    p.add_argument("--stages", default="1,2", metavar="S,S", help="hierarchical anchors: stages that may hold a "
+                                                                  "stitch, 0-indexed (default 1,2: layer2, layer3)")
+    p.add_argument("--evaluate", action="store_true", help="evaluate every configuration on the val split")
+    p.add_argument("--img-size", type=int_range(1), default=None, metavar="N",
+                   help="image size (default: the largest anchor's)")
+    p.add_argument("--split", default="val", help="image-folder sub-folder to evaluate (default val)")
+    p.add_argument("--train-split", default="train", help="image-folder sub-folder of the init images (default train)")
+    p.add_argument("--seed", type=int, default=0, help="which training images initialise the stitches")
+    p.add_argument("--batch-size", type=int_range(1), default=64)
+    p.add_argument("--workers", type=int_range(0), default=2, help="data loader processes")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--threads", type=int_range(1), default=None, metavar="N", help="torch intra-op threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _split(text: str | None) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else []
+
+
+def _num_classes(data: str, train_split: str) -> int:
+    """Classes of ``--data``: 10 for digits, else the class folders of its training split."""
+    if data == "digits":
+        return 10
+    folder = Path(data).expanduser() / train_split
+    classes = [d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")] if folder.is_dir() else []
+    if not classes:
+        raise ConfigError(f"cannot tell the number of classes of --data {data} (no class folders in {folder}): "
+                          f"pass --num-classes N")
+    return len(classes)
+
+
+def _build(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    from ..checkpoint import load_checkpoint
+    from ..stitch.snnet import build_snnet, load_snnet
+
+    if args.from_dir is not None:
+        if args.anchors or args.checkpoints:
+            raise ConfigError("--from loads a saved SN-Net: leave out --anchors / --checkpoints")
+        net = load_snnet(args.from_dir)
+        if args.weights is not None:
+            load_checkpoint(net, args.weights, strict=True)
+        return net, {}
+    anchors = _split(args.anchors)
+    if len(anchors) < 2:
+        raise ConfigError("--anchors needs at least two registered models, small to large (e.g. resnet18,resnet50)")
+    if args.weights is not None:
+        raise ConfigError("--weights goes with --from DIR")
+    checkpoints = _split(args.checkpoints) or None
+    for path in checkpoints or []:
+        if not Path(path).expanduser().is_file():
+            raise ConfigError(f"--checkpoints: {path} is not a file")
+    try:
+        stages = [int(s) for s in _split(args.stages)]
+    except ValueError:
+        raise ConfigError(f"--stages {args.stages!r}: comma-separated stage numbers, e.g. 1,2") from None
+    num_classes = args.num_classes or _num_classes(args.data, args.train_split)
+    extra = {"img_size": args.img_size} if args.img_size and any(a.startswith(("vit", "deit", "swin")) for a in anchors) else {}
+    net = build_snnet(anchors, checkpoints, num_classes, kernel=args.kernel, stride=args.stride,
+                      nearest=not args.all_pairs, stages=stages, **extra)
+    return net, {"anchor_checkpoints": [str(c) for c in checkpoints] if checkpoints else None}
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..interrupt import interrupt_note
+    from ..outputs import check_writable
+    from ..stitch.snnet import save_snnet
+    from ..train.distributed import resolve_device
+    from .subnets import _calibration_loader, write_csv
+    from .validate import eval_data_config
+
+    if args.out is None and not (args.evaluate and args.from_dir is not None):
+        raise ConfigError("--out DIR is needed (where the SN-Net is written)")
+    out = Path(args.out) if args.out else Path(args.from_dir)
+    check_writable(out, is_dir=True)  # before any work
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    say = (lambda *a: None) if args.no_progress else (lambda *a: print(*a, file=sys.stderr))
+    device = resolve_device(args.device)
+    net, extra = _build(args)
+    net.to(device).eval()
+    data_cfg = eval_data_config(argparse.Namespace(img_size=args.img_size, crop_pct=None, interpolation=None,
+                                                   batch_size=args.batch_size, workers=args.workers), {}, net)
+    say(f"flexbone: SN-Net over {', '.join(type(a).__name__ for a in net.anchors)}: {net.num_configs} configurations, "
+        f"{sum(p.numel() for p in net.stitch_layers.parameters()) / 1e6:.2f}M stitching parameters")
+    pin = device.type == "cuda"
+    if args.from_dir is None and not args.no_init:
+        loader = _calibration_loader(args.data, args.train_split, data_cfg, None, 1, args.init_images, args.seed,
+                                     args.workers, pin)
+        images = torch.cat([x for x, _ in loader])[:args.init_images].to(device)
+        with interrupt_note("nothing was written"):
+            net.init_stitches(images)
+        say(f"flexbone: stitching layers initialised by least squares on {len(images)} training images")
+    if args.out is not None and (args.from_dir is None or args.weights is not None):
+        save_snnet(net.cpu(), out, {"init_images": 0 if args.no_init else args.init_images, "seed": args.seed, **extra})
+        net.to(device)
+        say(f"flexbone: wrote {out / 'config.json'} and {out / 'model.safetensors'}")
+    if args.evaluate:
+        rows = evaluate_configs(net, args, data_cfg, device)
+        csv_path = write_csv(rows, out / "configs.csv")
+        plot = plot_configs(rows, out / "configs.png", title=f"SN-Net: {net.num_configs} configurations")
+        say(f"flexbone: {csv_path} and {plot}")
+        for r in rows:
+            print(f"{r['id']:3d}  {r['path']:<40s} {r['macs'] / 1e6:10.1f}M MACs {r['params'] / 1e6:8.2f}M params "
+                  f"top-1 {r['top1']:6.2f}%{'  (pareto)' if r['pareto'] else ''}")
+    return 0
+
+
+def evaluate_configs(net: Any, args: argparse.Namespace, data_cfg: Any, device: Any) -> list[dict[str, Any]]:
+    """One row per configuration: id, kind (anchor / stitch), path, MACs, params, top-1, top-5, loss, pareto."""
+    from tqdm.auto import tqdm
+
+    from ..data.loader import ImageLoader
+    from ..data.samplers import ShardedEvalSampler
+    from ..train.engine import evaluate
+    from .subnets import pareto_front
+    from .validate import eval_dataset
+
+    eval_set = eval_dataset(args.data, args.split, data_cfg, None)
+    loader = ImageLoader(eval_set, args.batch_size, ShardedEvalSampler(eval_set), args.workers, False,
+                         device.type == "cuda", False, 0)
+    costs = net.configs(data_cfg.img_size)
+    rows = []
+    for cost in tqdm(costs, desc="configurations", unit="cfg", disable=args.no_progress, file=sys.stderr):
+        net.set_active(cost["id"])
+        stats = evaluate(net, loader, device)
+        cfg = net.stitch_config(cost["id"])
+        names = getattr(net, "spec", {}).get("anchors") or [type(a).__name__ for a in net.anchors]
+        path = names[cfg.anchors[0]] if cfg.is_anchor else f"{' -> '.join(names[a] for a in cfg.anchors)}: {cfg.describe()}"
+        rows.append({"id": cost["id"], "kind": "anchor" if cfg.is_anchor else "stitch", "path": path,
+                     "img_size": data_cfg.img_size, "macs": cost["macs"], "params": cost["params"],
+                     "top1": stats["top1"], "top5": stats["top5"], "loss": stats["loss"]})
+    net.set_active(len(net.anchors) - 1)
+    front = set(pareto_front([r["macs"] for r in rows], [r["top1"] for r in rows]))
+    for i, r in enumerate(rows):
+        r["pareto"] = i in front
+    return rows
+
+
+def plot_configs(rows: list[dict[str, Any]], path: Path, title: str = "") -> Path:
+    """MACs (millions) vs top-1 of every configuration: stitches as dots, anchors as labelled stars, the Pareto
+    front joined (PNG, written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..checkpoint import atomic_write
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    stitches = [r for r in rows if r["kind"] == "stitch"]
+    ax.scatter([r["macs"] / 1e6 for r in stitches], [r["top1"] for r in stitches], s=18, alpha=0.6, label="stitches")
+    front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["macs"])
+    ax.plot([r["macs"] / 1e6 for r in front], [r["top1"] for r in front], "-", color="tab:red", label="Pareto front")
+    for r in rows:
+        if r["kind"] == "anchor":
+            ax.scatter([r["macs"] / 1e6], [r["top1"]], marker="*", s=160, color="tab:orange", zorder=3)
+            ax.annotate(r["path"], (r["macs"] / 1e6, r["top1"]), textcoords="offset points", xytext=(6, -10), fontsize=8)
+    ax.set_xlabel(f"MACs (millions, at {rows[0]['img_size']} px)")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
