@@ -256,3 +256,26 @@ def test_validate_and_predict_commands_on_a_segmentation_run(tmp_path, capsys):
     assert mask.mode == "P" and mask.size == (32, 32) and np.array(mask).max() <= 10
     assert Image.open(out / "canvas1_overlay.png").size == (32, 32)
     assert not list(out.glob("bad*")) and not list(out.glob(".*tmp"))
+
+
+@pytest.mark.slow
+def test_segmentation_models_export_to_onnx_and_match_in_onnxruntime(tmp_path):
+    import onnxruntime as ort
+
+    from flexbone.export import export_model, load_source
+
+    # a registered FFNet through flexbone's export path (which checks the artifact in onnxruntime itself) ...
+    export_model(load_source("ffnet40S_BCC_mobile", num_classes=5), tmp_path / "ffnet.onnx", "onnx", img_size=64,
+                 log=lambda *a: None)
+    x = torch.randn(1, 3, 64, 64)
+    torch.manual_seed(0)
+    # ... and a head over a zoo pyramid, exported by torch and run in onnxruntime
+    model = create_segmentation_model("seg_ffnet_c_mobile_mobilenetv2_035", num_classes=5).eval()
+    torch.onnx.export(model, (x,), str(tmp_path / "seg.onnx"), dynamo=False, opset_version=17,
+                      input_names=["x"], output_names=["logits"])
+    got = ort.InferenceSession(str(tmp_path / "seg.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    with torch.no_grad():
+        want = model(x).numpy()
+    assert got.shape == (1, 5, 16, 16) and np.abs(got - want).max() < 1e-4
+    session = ort.InferenceSession(str(tmp_path / "ffnet.onnx"), providers=["CPUExecutionProvider"])
+    assert session.run(None, {session.get_inputs()[0].name: x.numpy()})[0].shape == (1, 5, 16, 16)
