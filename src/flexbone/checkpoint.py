@@ -13,6 +13,7 @@ models and load as they are; a checkpoint that wraps its state dict under a key 
 """
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import tempfile
@@ -42,7 +43,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the mode an ordinary open() would
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except Exception as e:
+            # torch.save reports a full disk as a RuntimeError of its C++ stream, without errno: say what it is
+            if not isinstance(e, OSError) and _free_bytes(path.parent) == 0:
+                raise OSError(errno.ENOSPC, f"No space left on device (writing {path.name}: {e})") from e
+            raise
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -50,6 +57,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def save_state_dict(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike,
@@ -97,8 +112,9 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
             f"run code from the file ({_refusal_detail(e)}). Re-save the weights as a plain state dict or "
             f".safetensors."
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as e:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+    except Exception as e:  # noqa: BLE001 - a corrupt file makes torch's readers fail in many ways (IndexError...)
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {reason})") from None
 
 
 def _refusal_detail(e: Exception) -> str:

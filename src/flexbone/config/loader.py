@@ -58,9 +58,16 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path in seen:
         raise ConfigError(f"recipe {path} includes itself through {BASE_KEY}: {' -> '.join(map(str, seen))}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise ConfigError(f"recipe {path} is not valid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).strip().splitlines()[0]
+        raise ConfigError(f"recipe {path} is not valid YAML: {problem}{where}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"recipe {path} is not a text file (not UTF-8); a recipe is YAML text") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read recipe {path} ({e.strerror or e})") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

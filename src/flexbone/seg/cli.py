@@ -29,9 +29,12 @@ def checkpoint_metadata(path: str | None) -> dict[str, Any]:
         return {}
     from safetensors import safe_open
 
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
-    return json.loads(meta["seg"]) if "seg" in meta else {}
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        return json.loads(meta["seg"]) if "seg" in meta else {}
+    except Exception:  # noqa: BLE001 - a corrupt file: the classification path reports it in one line
+        return {}
 
 
 def is_segmentation(args: argparse.Namespace) -> bool:
