@@ -5,8 +5,9 @@ Suites (``--suite``):
 * ``resnet`` (issue 2): inference, batch 32 at 224 px, resnet50 and resnet18, NCHW and channels_last
   (targets >= 0.97x and >= 1.0x timm); a training step (forward + cross-entropy + backward + SGD),
   resnet50, batch 32 at 128 px (target >= 0.97x).
-* ``families`` (issues 4, 5): inference of PVT v2, VoVNet and MobileNet models vs timm's model of the same
-  name (target >= 0.97x); PVT v1 (no timm twin) with its MACs beside PVT v2 models of similar size.
+* ``families`` (issues 4, 5, 21): inference of PVT v2, VoVNet, MobileNet models and one model of each
+  issue-21 family vs timm's model of the same name (target >= 0.97x); PVT v1 (no timm twin) with its MACs
+  beside PVT v2 models of similar size.
 
 Each comparison runs in one process, on the same input batch, with the same weights (timm's are copied
 into flexbone's model) and the same threads / dtype / memory format. Within each setting the models run
@@ -47,7 +48,10 @@ SUITES = {
     ], []),
     "families": ("Dense-prediction and mobile families on the CPU: flexbone vs timm (issues 4, 5)", [
         ("infer NCHW", ["pvt_v2_b0", "pvt_v2_b1", "vovnet39a", "ese_vovnet19b_dw",
-                        "mobilenetv2_100", "mobilenetv3_large_100"], dict(mode="infer"), 0.97),
+                        "mobilenetv2_100", "mobilenetv3_large_100",
+                        # issue 21: one model per family added there
+                        "densenet121", "res2net50_26w_4s", "cspresnet50", "inception_v4", "fbnetv3_b",
+                        "rdnet_tiny"], dict(mode="infer"), 0.97),
     ], [
         # PVT v1 has no timm twin: its throughput and MACs beside PVT v2 models of similar size
         ("infer NCHW, PVT v1 beside PVT v2", ["pvt_tiny", "pvt_v2_b1", "pvt_small", "pvt_v2_b2"], dict(mode="infer")),
