@@ -473,7 +473,7 @@ class FFNet(Backbone):
             else (3, 1024, 2048)
         self.default_cfg = default_cfg(input_size=size, crop_pct=1.0 if segmentation else 0.875,
                                        first_conv=f"backbone_model.{self.backbone_model.first_conv}",
-                                       classifier=classifier, task=self.task,
+                                       classifier=classifier, task=self.task, num_classes=num_classes,
                                        output_stride=4 * stride if segmentation else 32)
         self.apply(_init_weights)
 
