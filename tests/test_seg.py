@@ -279,3 +279,30 @@ def test_segmentation_models_export_to_onnx_and_match_in_onnxruntime(tmp_path):
     assert got.shape == (1, 5, 16, 16) and np.abs(got - want).max() < 1e-4
     session = ort.InferenceSession(str(tmp_path / "ffnet.onnx"), providers=["CPUExecutionProvider"])
     assert session.run(None, {session.get_inputs()[0].name: x.numpy()})[0].shape == (1, 5, 16, 16)
+
+
+def _ddp_confusion_worker(rank, world, init_file, results):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        g = torch.Generator().manual_seed(rank)
+        pred, target = torch.randint(0, 3, (2, 5, 5), generator=g), torch.randint(0, 3, (2, 5, 5), generator=g)
+        cm = ConfusionMatrix(3)
+        cm.update(pred, target)
+        results[rank] = cm.all_reduce().matrix.clone()
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned processes (gloo)
+def test_confusion_matrix_is_summed_over_processes(tmp_path):
+    import torch.multiprocessing as mp
+
+    results = mp.Manager().dict()
+    mp.spawn(_ddp_confusion_worker, args=(2, str(tmp_path / "init"), results), nprocs=2)
+    want = np.zeros((3, 3), np.int64)
+    for rank in range(2):  # each process's own batch, counted here by scikit-learn
+        g = torch.Generator().manual_seed(rank)
+        pred, target = torch.randint(0, 3, (2, 5, 5), generator=g), torch.randint(0, 3, (2, 5, 5), generator=g)
+        want += confusion_matrix(target.flatten().numpy(), pred.flatten().numpy(), labels=[0, 1, 2])
+    for rank in range(2):
+        assert np.array_equal(results[rank].numpy(), want)
