@@ -608,6 +608,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ofa_mbv3_d234_e346_k357_w1.2": dict(_MBV3, width_mult=1.2),
     "ofa_proxyless_d234_e346_k357_w1.3": dict(_MBV2, units=PROXYLESS_UNITS, width_mult=1.3),
     "ofa_mbv2_d234_e346_k357_w1.0": dict(_MBV2, units=MBV2_UNITS, width_mult=1.0),
+    # the OFA-MobileNetV3 choices at widths and resolutions for the 8x8 digits upscaled to 12-24 px, sized for a CPU
+    # (`flexbone demo elastic`); unit 1 does not stride, so the maps go 8, 8, 4, 2, 2, 1 at 16 px
+    "ofa_digits_mbv3": dict(_MBV3, stem_width=16, first_block=(16, "relu", True), final_expand_width=96,
+                            head_width=96, resolutions=(12, 16, 20, 24),
+                            units=((16, 1, "relu", False), (24, 2, "relu", True), (32, 2, "hard_swish", False),
+                                   (40, 1, "hard_swish", True), (48, 2, "hard_swish", True))),
 }
 
 
