@@ -98,9 +98,12 @@ def build_datasets(recipe: Any) -> tuple[Dataset, Dataset, int, list[str]]:
 
 
 def _loader(ds: Dataset, batch: int, shuffle: bool, workers: int, seed: int, world: int, rank: int) -> DataLoader:
+    from ..data.samplers import ShardedEvalSampler
+
     sampler = None
-    if world > 1:
-        sampler = torch.utils.data.DistributedSampler(ds, world, rank, shuffle=shuffle, seed=seed)
+    if world > 1:  # evaluation shards without padding: no pixel counts twice in the summed confusion matrix
+        sampler = torch.utils.data.DistributedSampler(ds, world, rank, shuffle=True, seed=seed) if shuffle \
+            else ShardedEvalSampler(ds, world, rank)
     g = torch.Generator().manual_seed(seed)
     return DataLoader(ds, batch_size=max(1, batch // world), shuffle=shuffle and sampler is None, sampler=sampler,
                       num_workers=workers, drop_last=shuffle, generator=g, persistent_workers=workers > 0)
@@ -108,9 +111,12 @@ def _loader(ds: Dataset, batch: int, shuffle: bool, workers: int, seed: int, wor
 
 # ------------------------------------------------------------------------------------------ a run
 def run_segmentation(recipe: Any, *, run_dir: str | Path | None = None, recipe_name: str = "recipe",
-                     quiet: bool = False, model: nn.Module | None = None) -> dict[str, Any]:
-    """Train and evaluate a segmentation recipe; write ``recipe.yaml``, ``metrics.jsonl``, ``last.safetensors``
+                     quiet: bool = False, model: nn.Module | None = None,
+                     resume: str | Path | None = None) -> dict[str, Any]:
+    """Train and evaluate a segmentation recipe; write ``recipe.yaml``, ``metrics.json``, ``last.safetensors``
     and ``summary.json`` (final mIoU etc.) to the run directory. Returns the summary."""
+    if resume is not None:
+        raise ConfigError("resuming a segmentation run is not supported yet: start a new run")
     from ..checkpoint import save_state_dict
     from ..config import dump_recipe, scaled_lr
     from ..outputs import check_writable, write_json

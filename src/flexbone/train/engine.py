@@ -366,7 +366,8 @@ def run(
     if getattr(recipe, "task", "classification") == "segmentation":  # its own loop (flexbone.seg.training)
         from ..seg.training import run_segmentation
 
-        return run_segmentation(recipe, run_dir=run_dir, recipe_name=recipe_name, quiet=quiet, model=model)
+        return run_segmentation(recipe, run_dir=run_dir, recipe_name=recipe_name, quiet=quiet, model=model,
+                                resume=resume)
     dist_info = init_distributed(recipe.train.device)
     try:
         runner = strategy_runner(recipe)  # a chain of runs (progressive shrinking: one per phase)
