@@ -370,6 +370,7 @@ def validate_recipe(recipe: Recipe, source: str = "recipe") -> None:
     check(d.synthetic_train_size > 0 and d.synthetic_eval_size > 0 and d.synthetic_num_classes > 1,
           "data.synthetic_* sizes must be positive (and at least 2 classes)")
     check(0 < d.digits_test_fraction < 1, "data.digits_test_fraction must be in (0, 1)")
+    check(0 <= d.holdout_fraction < 1, "data.holdout_fraction must be in [0, 1) (0 = no hold-out split)")
     check(0 < a.scale[0] <= a.scale[1] <= 1, "aug.scale must be (min, max) with 0 < min <= max <= 1")
     check(0 < a.ratio[0] <= a.ratio[1], "aug.ratio must be (min, max) with 0 < min <= max")
     for name in ("hflip", "re_prob", "mixup_prob", "mixup_switch_prob"):

@@ -59,6 +59,10 @@ class DataConfig:
     synthetic_num_classes: int = 1000  # synthetic: number of classes
     digits_test_fraction: float = 0.2  # digits: fraction of the 1,797 scans held out (stratified by class)
     digits_split_seed: int = 0  # digits: seed of the fixed train/test split (independent of train.seed)
+    # share of the training images held out (stratified by class, fixed by holdout_seed) to choose checkpoint-best
+    # on; the test/val split is then evaluated once, at the end, on the final model. 0: choose on the test split
+    holdout_fraction: float = 0.0
+    holdout_seed: int = 0  # seed of the hold-out split (independent of train.seed)
 
 
 @dataclass

@@ -22,14 +22,15 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, default_collate
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Subset, default_collate
 
 from ..config.schema import Recipe
 from ..errors import ConfigError
 from .datasets import (
     CorruptImageError, ImageFolderDataset, SkippedSample, SyntheticDataset, TensorImageDataset, cifar_dataset,
-    digits_dataset,
+    digits_dataset, stratified_split,
 )
 from .batch_transforms import BatchTrainTransform, batch_transform_applies
 from .samplers import RepeatedAugSampler, ShardedEvalSampler
@@ -163,17 +164,47 @@ def _whole_batch_transform(dataset: Dataset, recipe: Recipe | None) -> Callable 
     return None
 
 
-def build_datasets(recipe: Recipe) -> tuple[Dataset, Dataset, list[str]]:
-    """The recipe's train and eval datasets with their transforms, and the class names (index order)."""
+def _subset(dataset: Dataset, idx: np.ndarray) -> Dataset:
+    """The samples ``idx`` of ``dataset`` (an in-memory set stays one, so its whole-batch path still applies)."""
+    if isinstance(dataset, TensorImageDataset):
+        return TensorImageDataset(dataset.images[idx], dataset.targets[idx], dataset.classes, dataset.transform)
+    sub = Subset(dataset, idx.tolist())
+    sub.classes = dataset.classes
+    sub.targets = [dataset.targets[i] for i in idx]
+    return sub
+
+
+def hold_out(train: Dataset, train_eval_view: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """Split ``fraction`` of the training samples off (stratified by class, fixed by ``seed``): ``(train without
+    them, them)``, the held-out part taken from ``train_eval_view`` (the same samples with the eval transform)."""
+    labels = np.asarray([int(t) for t in train.targets])
+    keep, held = stratified_split(labels, fraction, seed)
+    if len(held) == 0 or len(keep) == 0:
+        raise ConfigError(f"data.holdout_fraction {fraction} of {len(labels)} training images leaves "
+                          f"{len(keep)} to train on and {len(held)} to choose on")
+    return _subset(train, keep), _subset(train_eval_view, held)
+
+
+def build_datasets(recipe: Recipe, *, with_holdout: bool = False):
+    """The recipe's train and eval datasets with their transforms, and the class names (index order).
+
+    Returns ``(train, eval, classes)``; with ``with_holdout``, ``(train, holdout, eval, classes)`` where
+    ``holdout`` is the part of the training split that ``data.holdout_fraction`` keeps apart to choose
+    checkpoints on (None when the fraction is 0).
+    """
     d = recipe.data
     train_tf, eval_tf = build_train_transform(d, recipe.aug), build_eval_transform(d)
+    holdout = None
     if d.dataset == "digits":
         train = digits_dataset(True, d.digits_test_fraction, d.digits_split_seed, train_tf)
         val = digits_dataset(False, d.digits_test_fraction, d.digits_split_seed, eval_tf)
+        train_eval_view = lambda: digits_dataset(True, d.digits_test_fraction, d.digits_split_seed, eval_tf)  # noqa: E731
     elif d.dataset == "synthetic":
         # raw images at the train resolution; different seeds keep the two sets apart
         train = SyntheticDataset(d.synthetic_train_size, d.synthetic_num_classes, d.img_size, 0, train_tf)
         val = SyntheticDataset(d.synthetic_eval_size, d.synthetic_num_classes, d.test_img_size or d.img_size, 1, eval_tf)
+        train_eval_view = lambda: SyntheticDataset(d.synthetic_train_size, d.synthetic_num_classes,  # noqa: E731
+                                                   d.test_img_size or d.img_size, 0, eval_tf)
     else:
         if not d.path:
             raise ConfigError(f"data.dataset {d.dataset} needs data.path (e.g. --data.path /path/to/data)")
@@ -183,6 +214,7 @@ def build_datasets(recipe: Recipe) -> tuple[Dataset, Dataset, list[str]]:
         if d.dataset in ("cifar10", "cifar100"):
             train = cifar_dataset(root, d.dataset, True, train_tf)
             val = cifar_dataset(root, d.dataset, False, eval_tf)
+            train_eval_view = lambda: cifar_dataset(root, d.dataset, True, eval_tf)  # noqa: E731
         else:
             splits = sorted(p.name for p in root.iterdir() if p.is_dir())
             for split in (d.train_split, d.val_split):
@@ -192,14 +224,18 @@ def build_datasets(recipe: Recipe) -> tuple[Dataset, Dataset, list[str]]:
                                       f"{d.val_split}/<class>/<images> (see data.train_split, data.val_split)")
             train = ImageFolderDataset(root / d.train_split, train_tf)
             val = ImageFolderDataset(root / d.val_split, eval_tf, class_names=train.classes)
+            train_eval_view = lambda: ImageFolderDataset(root / d.train_split, eval_tf)  # noqa: E731
     classes = list(train.classes)
+    if with_holdout and d.holdout_fraction > 0:
+        train, holdout = hold_out(train, train_eval_view(), d.holdout_fraction, d.holdout_seed)
+        holdout = _maybe_cache(holdout, True)
     train = _maybe_cache(train, train_is_deterministic(recipe.aug))
     val = _maybe_cache(val, True)
-    return train, val, classes
+    return (train, holdout, val, classes) if with_holdout else (train, val, classes)
 
 
-def build_loaders(recipe: Recipe, world_size: int = 1, rank: int = 0, *,
-                  pin_memory: bool | None = None) -> tuple[ImageLoader, ImageLoader, int, list[str]]:
+def build_loaders(recipe: Recipe, world_size: int = 1, rank: int = 0, *, pin_memory: bool | None = None,
+                  with_holdout: bool = False):
     """Train and eval loaders for this process, the number of classes and the class names.
 
     Args:
@@ -212,7 +248,9 @@ def build_loaders(recipe: Recipe, world_size: int = 1, rank: int = 0, *,
         when the recipe sets it (it must be >= the classes in the data), else the number of classes found.
         The train loader shuffles (repeated augmentation when ``aug.repeated_aug > 1``) and drops the last
         partial batch; the eval loader keeps order and every image, each process taking every
-        ``world_size``-th one.
+        ``world_size``-th one. With ``with_holdout``: ``(train_loader, holdout_loader, eval_loader, num_classes,
+        class_names)``, ``holdout_loader`` (an eval loader of ``data.holdout_fraction`` of the training images,
+        see :func:`build_datasets`) None when the fraction is 0.
 
     Raises:
         ConfigError: missing data, a batch size not divisible by the world size, too few classes.
@@ -222,7 +260,10 @@ def build_loaders(recipe: Recipe, world_size: int = 1, rank: int = 0, *,
         raise ConfigError(f"invalid rank {rank} for world size {world_size}")
     if d.batch_size % world_size:
         raise ConfigError(f"data.batch_size {d.batch_size} (global) is not divisible by the {world_size} processes")
-    train_set, eval_set, classes = build_datasets(recipe)
+    if with_holdout:
+        train_set, holdout_set, eval_set, classes = build_datasets(recipe, with_holdout=True)
+    else:
+        (train_set, eval_set, classes), holdout_set = build_datasets(recipe), None
     num_classes = recipe.model.num_classes or len(classes)
     if num_classes < len(classes):
         raise ConfigError(f"model.num_classes is {num_classes} but the data has {len(classes)} classes")
@@ -244,5 +285,12 @@ def build_loaders(recipe: Recipe, world_size: int = 1, rank: int = 0, *,
     eval_sampler = ShardedEvalSampler(eval_set, world_size, rank)
     eval_loader = ImageLoader(eval_set, eval_batch, eval_sampler, d.workers, False, pin_memory, d.strict, seed,
                               batch_transform=_whole_batch_transform(eval_set, None))
-    return train_loader, eval_loader, num_classes, classes
+    if not with_holdout:
+        return train_loader, eval_loader, num_classes, classes
+    holdout_loader = None
+    if holdout_set is not None:
+        holdout_loader = ImageLoader(holdout_set, eval_batch, ShardedEvalSampler(holdout_set, world_size, rank),
+                                     d.workers, False, pin_memory, d.strict, seed,
+                                     batch_transform=_whole_batch_transform(holdout_set, None))
+    return train_loader, holdout_loader, eval_loader, num_classes, classes
 

@@ -418,7 +418,12 @@ def _run(recipe: Any, dist_info: DistInfo, *, recipe_name: str, run_dir: str | P
     # the model is initialised from the same seed in every process (DDP also broadcasts rank 0's weights);
     # augmentation and dropout then draw from a stream per process (seed + rank)
     seed_everything(tr.seed)
-    train_loader, eval_loader, num_classes, class_names = build_loaders(recipe, dist_info.world_size, dist_info.rank)
+    train_loader, holdout_loader, eval_loader, num_classes, class_names = build_loaders(
+        recipe, dist_info.world_size, dist_info.rank, with_holdout=True)
+    # checkpoint-best is chosen on the hold-out split when there is one (the test split is then evaluated once,
+    # at the end); without one, on the test split itself, as most recipes from papers do
+    select_loader = holdout_loader if holdout_loader is not None else eval_loader
+    select_name = "hold-out" if holdout_loader is not None else "eval"
     mixup_fn = build_mixup(recipe.aug, num_classes, recipe.loss.label_smoothing)
     if model is None:
         model = _build_model(recipe, num_classes)
@@ -488,7 +493,9 @@ def _run(recipe: Any, dist_info: DistInfo, *, recipe_name: str, run_dir: str | P
 
         say(f"flexbone: training {recipe.model.name} ({unwrap_model(model).__class__.__name__}, "
             f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params) on {recipe.data.dataset} "
-            f"({len(train_loader.dataset)} train / {len(eval_loader.dataset)} eval images, {num_classes} classes) | {device}, "
+            f"({len(train_loader.dataset)} train / "
+            + (f"{len(holdout_loader.dataset)} hold-out / " if holdout_loader is not None else "")
+            + f"{len(eval_loader.dataset)} eval images, {num_classes} classes) | {device}, "
             f"{dist_info.world_size} process(es), {_threads_note()}, global batch {global_batch}, peak lr {peak_lr:.4g}, "
             f"amp {tr.amp}")
         if state is not None:
@@ -530,16 +537,16 @@ def _run(recipe: Any, dist_info: DistInfo, *, recipe_name: str, run_dir: str | P
                 last_epoch = epoch + 1 == epochs
                 if (epoch + 1) % tr.eval_every == 0 or last_epoch:
                     # the strategy's report: the model, plus e.g. a supernet's min net or an SN-Net's anchors
-                    last_eval = strategy.evaluate(model, eval_loader, train_loader, device, amp=autocast_dtype,
+                    last_eval = strategy.evaluate(model, select_loader, train_loader, device, amp=autocast_dtype,
                                                   channels_last=recipe.model.channels_last)
                     for name, sub in last_eval.get("subnets", {}).items():
                         record.update({f"eval_{name}_top1": sub["top1"], f"eval_{name}_loss": sub["loss"]})
                     record.update(eval_loss=last_eval["loss"], eval_top1=last_eval["top1"], eval_top5=last_eval["top5"])
                     if ema is not None:
-                        ema_eval = evaluate(ema.module, eval_loader, device, amp=autocast_dtype,
+                        ema_eval = evaluate(ema.module, select_loader, device, amp=autocast_dtype,
                                             channels_last=recipe.model.channels_last)
                         record.update(ema_loss=ema_eval["loss"], ema_top1=ema_eval["top1"], ema_top5=ema_eval["top5"])
-                skipped = getattr(train_loader, "total_skipped", 0) + getattr(eval_loader, "total_skipped", 0)
+                skipped = sum(getattr(loader, "total_skipped", 0) for loader in {train_loader, select_loader, eval_loader})
                 skipped = int(all_reduce_sum([float(skipped)], device)[0])
                 if skipped:  # unreadable images dropped so far (the loader warns once per file)
                     record["skipped_images"] = skipped
@@ -556,7 +563,7 @@ def _run(recipe: Any, dist_info: DistInfo, *, recipe_name: str, run_dir: str | P
                             save_training_state(run_dir / BEST, ckpt)
                 say(f"epoch {epoch + 1}/{epochs}: train loss {stats['loss']:.4f}, lr {stats['lr']:.3g}, "
                     f"{stats['img_per_s']:.0f} img/s"
-                    + (f" | eval top-1 {record['eval_top1']:.2f}%, top-5 {record['eval_top5']:.2f}%"
+                    + (f" | {select_name} top-1 {record['eval_top1']:.2f}%, top-5 {record['eval_top5']:.2f}%"
                        if "eval_top1" in record else "")
                     + (f" | EMA top-1 {record['ema_top1']:.2f}%" if "ema_top1" in record else ""))
         except NonFiniteLossError as e:
@@ -569,12 +576,16 @@ def _run(recipe: Any, dist_info: DistInfo, *, recipe_name: str, run_dir: str | P
             raise NonFiniteLossError(f"{e}. {where}") from None
         bar.close()
         logger.close()
+        if holdout_loader is not None:  # the test split, once, on the final model
+            last_eval = strategy.evaluate(model, eval_loader, train_loader, device, amp=autocast_dtype,
+                                          channels_last=recipe.model.channels_last)
 
         # deployment weights, plot, summary ----------------------------------------------------------
         weights = run_dir / WEIGHTS
         plot = run_dir / CURVES_PNG
         if is_main:
-            final_meta = {**metadata, "epochs": epochs, "top1": last_eval["top1"] if last_eval else None}
+            final_meta = {**metadata, "epochs": epochs, "top1": last_eval["top1"] if last_eval else None,
+                          "best_top1_on": select_name}
             save_model_weights(unwrap_model(model).state_dict(), weights, final_meta)
             if ema is not None:
                 save_model_weights(ema.module.state_dict(), run_dir / EMA_WEIGHTS, final_meta)
@@ -586,8 +597,15 @@ def _run(recipe: Any, dist_info: DistInfo, *, recipe_name: str, run_dir: str | P
             recipe=run_dir / "recipe.yaml", metrics=run_dir / METRICS_CSV, plot=plot,
             seconds=time.perf_counter() - t_start)
         if last_eval is not None:
-            say(f"\ntest top-1 {last_eval['top1']:.2f}%  top-5 {last_eval['top5']:.2f}%  "
-                f"({last_eval['images']} images; best top-1 {best_top1:.2f}% at epoch {best_epoch + 1})")
+            if holdout_loader is not None:
+                chosen = (f"; checkpoint-best chosen on {len(holdout_loader.dataset)} hold-out images: top-1 "
+                          f"{best_top1:.2f}% at epoch {best_epoch + 1}" if best_top1 is not None else "")
+                say(f"\ntest top-1 {last_eval['top1']:.2f}%  top-5 {last_eval['top5']:.2f}%  ({last_eval['images']} "
+                    f"images, the final model, evaluated once{chosen})")
+            else:
+                say(f"\ntest top-1 {last_eval['top1']:.2f}%  top-5 {last_eval['top5']:.2f}%  "
+                    f"({last_eval['images']} images; best top-1 {best_top1:.2f}% at epoch {best_epoch + 1}, chosen "
+                    f"on these same images: set data.holdout_fraction to choose on images kept apart)")
         say(f"run directory   {run_dir}\n"
             f"  checkpoint    {run_dir / LAST}  (resume: flexbone train --resume {run_dir})\n"
             f"  best          {run_dir / BEST}\n"
