@@ -55,7 +55,7 @@ def _ofa_subnet_pyramid():
 # one small model of every family that has a 4-level pyramid, with each head kind somewhere
 FAMILIES = [
     ("resnet18", "ffnet_b"), ("resnetrs50", "ffnet_c_mobile"), ("mobilenetv2_035", "fpn"),
-    ("mobilenetv3_small_050", "ffnet_a"), ("pvt_v2_b0", "ffnet_b_mobile"), ("ese_vovnet19b_slim_dw", "fpn"),
+    ("mobilenetv3_small_050", "ffnet_a"), ("pvt_v2_b0", "ffnet_b_mobile"), ("pvt_tiny", "fpn"), ("ese_vovnet19b_slim_dw", "fpn"),
     ("cb_resnet18", "ffnet_b"), ("ofa_subnet", "ffnet_c"),
 ]
 
