@@ -600,3 +600,58 @@ def test_subnets_resume_with_a_malformed_partial_csv(capsys, tmp_path, supernet_
                            "--resume", "--workers", "0", "--no-progress"],
                   f"{partial} line 2: not a row written by flexbone subnets")
     assert snapshot(tmp_path) == before
+
+
+# ------------------------------------------------------------------------------- memory estimate
+def test_activation_estimate_counts_each_new_output_once():
+    from flexbone.train.memory import activation_bytes_per_image, estimate_training_memory
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(inplace=True),
+                              torch.nn.Conv2d(8, 4, 1), torch.nn.ReLU())
+    # per image at 16 px, fp32: conv 8x16x16, the in-place ReLU nothing new, conv 4x16x16, ReLU 4x16x16
+    assert activation_bytes_per_image(net, 16) == 4 * 16 * 16 * (8 + 4 + 4)
+    params = sum(p.numel() for p in net.parameters())
+    est = estimate_training_memory(net, batch_size=10, img_size=16, optimizer="adamw", ema=True)
+    assert est.parameter_bytes == params * 4 * (1 + 1 + 2 + 1)  # weights, grads, two AdamW slots, EMA
+    assert est.activation_bytes == 10 * 4 * 16 * 16 * 16
+
+
+def test_a_run_that_cannot_fit_is_refused_before_it_starts(capsys, tmp_path, monkeypatch):
+    from flexbone.train import memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda: 2**30)  # 1 GiB free
+    out = tmp_path / "runs"
+    fails_cleanly(capsys, ["train", "--recipe", "quickstart", "--data.img_size", "256", "--data.batch_size", "512",
+                           "--no-progress", "--train.output_dir", str(out)],
+                  "this run needs about", "activations of 512 images at 256 px", "but 1.0 GiB are available",
+                  "--train.memory_check false")
+    assert not out.exists()
+
+
+def test_memory_check_false_skips_the_check(capsys, tmp_path, monkeypatch):
+    from flexbone.train import memory
+
+    def refuse(*a, **k):
+        raise AssertionError("checked although train.memory_check is false")
+
+    monkeypatch.setattr(memory, "check_training_memory", refuse)
+    assert main(["train", "--recipe", "quickstart", *TINY, "--train.memory_check", "false",
+                 "--train.output_dir", str(tmp_path)]) == 0
+
+
+def test_the_digits_form_of_the_sandwich_recipe_fits_and_trains(capsys, tmp_path):
+    from flexbone.config import load_recipe
+    from flexbone.models import create_model
+    from flexbone.train.memory import estimate_training_memory
+
+    recipe = load_recipe("sandwich_mbv3_digits")
+    model = create_model(recipe.model.name, num_classes=10)
+    est = estimate_training_memory(model, batch_size=recipe.data.batch_size, img_size=recipe.data.img_size)
+    assert est.total < 2**30  # under a GiB, where the ImageNet form needs ~140 GB
+    big = load_recipe("sandwich_mbv3")
+    big_est = estimate_training_memory(create_model(big.model.name, num_classes=10),
+                                       batch_size=big.data.batch_size, img_size=big.data.img_size)
+    assert big_est.total > 64 * 2**30
+    assert main(["train", "--recipe", "sandwich_mbv3_digits", "--schedule.epochs", "1", "--train.max_steps_per_epoch",
+                 "2", "--elastic.bn_batches", "1", "--no-progress", "--threads", "1",
+                 "--train.output_dir", str(tmp_path)]) == 0

@@ -131,6 +131,7 @@ class TrainConfig:
     device: str = "auto"  # 'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', ...
     amp: Literal["none", "bf16", "fp16"] = "none"  # autocast dtype; fp16 uses a grad scaler (CUDA only)
     compile: bool = False  # torch.compile the model
+    memory_check: bool = True  # CPU: refuse a run whose estimated memory clearly exceeds what is available
     ema_decay: float = 0.0  # weight EMA decay per optimiser step; 0 = no EMA
     ema_warmup: bool = False  # ramp the EMA decay as (1 + step) / (10 + step) early in training (TF style)
     log_interval: int = 50  # optimiser steps between log lines

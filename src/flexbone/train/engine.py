@@ -431,6 +431,12 @@ def _run(recipe: Any, dist_info: DistInfo, *, recipe_name: str, run_dir: str | P
     if recipe.model.channels_last:
         model.to(memory_format=torch.channels_last)
     teacher = _build_teacher(recipe, num_classes, device)
+    if tr.memory_check and device.type == "cpu":  # before the run folder: a refusal leaves nothing (every rank)
+        from .memory import check_training_memory
+
+        check_training_memory(unwrap_model(model), batch_size=max(recipe.data.batch_size // dist_info.world_size, 1),
+                              img_size=recipe.data.img_size, in_chans=getattr(model, "in_chans", 3),
+                              optimizer=recipe.optim.name, ema=tr.ema_decay > 0)
     seed_everything(tr.seed + dist_info.rank)
 
     steps_per_epoch = len(train_loader)
