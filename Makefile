@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # pip's warnings about the local package cache are noise; real errors still fail the build
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test bench venv clean
+.PHONY: demo demo-elastic test bench venv clean
 
 venv: $(STAMP)
 
@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/flexbone demo
+
+# train once (a digits supernet, DεpS), then the best sub-network for three latency budgets on this machine (< 10 min)
+demo-elastic: $(STAMP)
+	$(BIN)/flexbone demo elastic
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q

@@ -44,20 +44,20 @@ HERE = Path(__file__).resolve().parent
 SUPERNET = "ofa_mbv3_d234_e346_k357_w1.0"
 
 
-def compare(net, backend: str, args: argparse.Namespace) -> dict[str, Any]:
+def compare(net, backend: str, statistic: str, args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     table = LatencyTable.build(net, backend=backend, batch_size=1, threads=args.threads, resolutions=args.resolutions,
-                               progress=True, warmup=args.warmup, repeats=args.table_repeats)
+                               progress=True, warmup=args.warmup, repeats=args.table_repeats, statistic=statistic)
     build_s = time.perf_counter() - start
     measure = MeasuredLatency(net, backend=backend, batch_size=1, threads=args.threads, warmup=args.warmup,
-                              repeats=args.repeats)
+                              repeats=args.repeats, statistic=statistic)
     rng = random.Random(args.seed)
     rows = []
     for i in range(args.n):
         cfg = net.space.sample(rng).replace(resolution=args.resolutions[i % len(args.resolutions)])
         rows.append(dict(config=cfg.to_json(), resolution=cfg.resolution, predicted_ms=table.predict(cfg),
                          measured_ms=measure(cfg)))
-        print(f"  {backend} {i + 1}/{args.n}: r={cfg.resolution} predicted {rows[-1]['predicted_ms']:.2f} ms, "
+        print(f"  {backend} {statistic} {i + 1}/{args.n}: r={cfg.resolution} predicted {rows[-1]['predicted_ms']:.2f} ms, "
               f"measured {rows[-1]['measured_ms']:.2f} ms", flush=True)
 
     def summary(sel: list[dict[str, Any]]) -> dict[str, Any]:
@@ -69,7 +69,7 @@ def compare(net, backend: str, args: argparse.Namespace) -> dict[str, Any]:
                     measured_ms_range=[min(meas), max(meas)])
 
     per_res = {r: summary([row for row in rows if row["resolution"] == r]) for r in args.resolutions}
-    return dict(backend=backend, table_build_s=build_s, parts_timed=table.info["parts_timed"], table_info=table.info,
+    return dict(backend=backend, statistic=statistic, table_build_s=build_s, parts_timed=table.info["parts_timed"], table_info=table.info,
                 overall=summary(rows), per_resolution=per_res, rows=rows)
 
 
@@ -91,6 +91,8 @@ def macs_speed(n: int, seed: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--backends", nargs="+", choices=("torch", "onnxruntime"), default=["torch"])
+    p.add_argument("--statistics", nargs="+", choices=("median", "min"), default=["median", "min"],
+                   help="of the timed calls, for table and measurement alike (default: both, one run each)")
     p.add_argument("--resolutions", type=int, nargs="+", default=[160, 192, 224])
     p.add_argument("--n", type=int, default=36, help="random sub-networks compared (default 36)")
     p.add_argument("--threads", type=int, default=2)
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     started = datetime.datetime.now(datetime.timezone.utc)
     net = flexbone.create_model(SUPERNET).eval()
-    results = [compare(net, b, args) for b in args.backends]
+    results = [compare(net, b, st, args) for b in args.backends for st in args.statistics]
     speed = macs_speed(args.macs_configs, args.seed)
     load_after = os.getloadavg()
 
@@ -116,20 +118,22 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for res in results:
         for label, s in [("all", res["overall"])] + [(str(r), s) for r, s in res["per_resolution"].items()]:
-            rows.append([res["backend"], label, s["n"], None if s["spearman_rho"] is None else round(s["spearman_rho"], 3),
+            rows.append([res["backend"], res["statistic"], label, s["n"], None if s["spearman_rho"] is None else round(s["spearman_rho"], 3),
                          round(s["mape_pct"], 1), round(s["bias_pct"], 1),
                          f"{s['measured_ms_range'][0]:.2f}-{s['measured_ms_range'][1]:.2f}"])
-    builds = "; ".join(f"{r['backend']}: {r['parts_timed']} parts in {r['table_build_s']:.0f} s" for r in results)
+    builds = "; ".join(f"{r['backend']} ({r['statistic']}): {r['parts_timed']} parts in {r['table_build_s']:.0f} s"
+                       for r in results)
     md = "\n".join([
         *report_header("Latency lookup table vs measured latency (OFA-MobileNetV3 w1.0, batch 1)", env, args.threads,
                        load_before, load_after, packages=()),
         "",
         f"Table: `LatencyTable.build` at resolutions {args.resolutions}, {args.warmup} warm-up and {args.table_repeats} "
-        f"timed calls per part (median); {builds}. Measured: {args.n} random sub-networks (seed {args.seed}, "
-        f"resolutions in turn), each extracted and timed with {args.warmup} warm-up and {args.repeats} timed calls "
-        f"(median). fp32, batch 1, {args.threads} threads. Targets (issue 15): rho >= 0.9, error <= 10%.",
+        f"timed calls per part; {builds}. Measured: {args.n} random sub-networks (seed {args.seed}, resolutions in "
+        f"turn), each extracted and timed with {args.warmup} warm-up and {args.repeats} timed calls. Statistic: the "
+        f"median of the timed calls, or their minimum (the call least disturbed by other processes), the same for "
+        f"table and measurement. fp32, batch 1, {args.threads} threads. Targets (issue 15): rho >= 0.9, error <= 10%.",
         "",
-        format_markdown(["backend", "resolution", "n", "Spearman rho", "mean abs error %", "bias %",
+        format_markdown(["backend", "statistic", "resolution", "n", "Spearman rho", "mean abs error %", "bias %",
                          "measured ms (min-max)"], rows),
         "",
         "Bias: mean of (predicted - measured) / measured; negative = the table predicts less than a whole network "

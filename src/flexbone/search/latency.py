@@ -37,6 +37,7 @@ from .parts import SubnetParts
 BACKENDS = ("torch", "onnxruntime")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 FORMAT = "flexbone-latency-table/1"
+STATISTICS = ("median", "min")  # of the timed calls: the typical call, or the least disturbed one (a busy machine)
 
 
 # ------------------------------------------------------------------------------------------ timing
@@ -53,8 +54,10 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 
 def check_timing_options(backend: str, batch_size: int, threads: int | None, dtype: str, warmup: int,
-                         repeats: int, channels_last: bool = False) -> None:
+                         repeats: int, channels_last: bool = False, statistic: str = "median") -> None:
     """Refuse impossible timing settings with one line each (before any work)."""
+    if statistic not in STATISTICS:
+        raise ConfigError(f"unknown timing statistic {statistic!r}; choose from {', '.join(STATISTICS)}")
     if backend not in BACKENDS:
         raise ConfigError(f"unknown latency backend {backend!r}; the backends are: {', '.join(BACKENDS)}")
     if dtype not in DTYPES:
@@ -69,7 +72,7 @@ def check_timing_options(backend: str, batch_size: int, threads: int | None, dty
     check_range("repeats", repeats, 1)
 
 
-def _median_ms(run: Callable[[], Any], warmup: int, repeats: int) -> float:
+def _time_ms(run: Callable[[], Any], warmup: int, repeats: int, statistic: str = "median") -> float:
     for _ in range(warmup):
         run()
     times = []
@@ -77,33 +80,35 @@ def _median_ms(run: Callable[[], Any], warmup: int, repeats: int) -> float:
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    return (statistics.median(times) if statistic == "median" else min(times)) * 1e3
 
 
 def time_module(module: nn.Module, in_shape: tuple[int, ...], *, backend: str = "torch", batch_size: int = 1,
                 threads: int | None = None, dtype: str = "fp32", channels_last: bool = False, warmup: int = 5,
-                repeats: int = 20) -> float:
-    """Median latency in ms of ``module`` (eval mode) on a random ``(batch_size, *in_shape)`` batch.
+                repeats: int = 20, statistic: str = "median") -> float:
+    """Median (``statistic='min'``: shortest) latency in ms of ``module`` (eval mode) on a random batch.
 
     ``backend='torch'``: eager forward passes under ``torch.inference_mode()`` with ``threads`` intra-op threads,
     in ``dtype`` and (``channels_last``) NHWC memory format. ``backend='onnxruntime'``: the module exported with
     ``torch.onnx.export`` (opset 17) to a temporary file and run by an ``InferenceSession`` with
     ``intra_op_num_threads=threads`` (fp32). Each timed call is one batch; the median of ``repeats`` calls after
-    ``warmup`` untimed ones.
+    ``warmup`` untimed ones. On a machine shared with other work, ``'min'`` is the call least disturbed by them:
+    a whole network, longer than one time slice, is interrupted far more often than one of its blocks.
     """
-    check_timing_options(backend, batch_size, threads, dtype, warmup, repeats, channels_last)
+    check_timing_options(backend, batch_size, threads, dtype, warmup, repeats, channels_last, statistic)
     module = module.eval()
     x = torch.randn(batch_size, *in_shape)
     if backend == "onnxruntime":
-        return _time_onnxruntime(module, x, threads, warmup, repeats)
+        return _time_onnxruntime(module, x, threads, warmup, repeats, statistic)
     fmt = torch.channels_last if channels_last and x.dim() == 4 else torch.contiguous_format
     module = module.to(dtype=DTYPES[dtype], memory_format=fmt)
     x = x.to(dtype=DTYPES[dtype], memory_format=fmt)
     with torch_threads(threads), torch.inference_mode():
-        return _median_ms(lambda: module(x), warmup, repeats)
+        return _time_ms(lambda: module(x), warmup, repeats, statistic)
 
 
-def _time_onnxruntime(module: nn.Module, x: torch.Tensor, threads: int | None, warmup: int, repeats: int) -> float:
+def _time_onnxruntime(module: nn.Module, x: torch.Tensor, threads: int | None, warmup: int, repeats: int,
+                      statistic: str) -> float:
     import warnings
 
     import onnxruntime as ort
@@ -119,17 +124,17 @@ def _time_onnxruntime(module: nn.Module, x: torch.Tensor, threads: int | None, w
         options.inter_op_num_threads = 1
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     feed = {"x": x.numpy()}
-    return _median_ms(lambda: session.run(None, feed), warmup, repeats)
+    return _time_ms(lambda: session.run(None, feed), warmup, repeats, statistic)
 
 
 def _where_measured(backend: str, batch_size: int, threads: int | None, dtype: str, channels_last: bool,
-                    warmup: int, repeats: int) -> dict[str, Any]:
+                    warmup: int, repeats: int, statistic: str) -> dict[str, Any]:
     from .. import __version__
     from ..bench.throughput import cpu_name
 
     info: dict[str, Any] = dict(
         backend=backend, batch_size=batch_size, threads=threads or torch.get_num_threads(), dtype=dtype,
-        channels_last=channels_last, warmup=warmup, repeats=repeats, device=cpu_name(),
+        channels_last=channels_last, warmup=warmup, repeats=repeats, statistic=statistic, device=cpu_name(),
         cpu_count=os.cpu_count(), torch_version=torch.__version__, flexbone_version=__version__,
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
@@ -152,11 +157,11 @@ class MeasuredLatency:
 
     def __init__(self, supernet: nn.Module, *, backend: str = "torch", batch_size: int = 1,
                  threads: int | None = None, dtype: str = "fp32", channels_last: bool = False, warmup: int = 5,
-                 repeats: int = 20, img_size: int | None = None):
-        check_timing_options(backend, batch_size, threads, dtype, warmup, repeats, channels_last)
+                 repeats: int = 20, statistic: str = "median", img_size: int | None = None):
+        check_timing_options(backend, batch_size, threads, dtype, warmup, repeats, channels_last, statistic)
         self.supernet = supernet
         self.settings = dict(backend=backend, batch_size=batch_size, threads=threads, dtype=dtype,
-                             channels_last=channels_last, warmup=warmup, repeats=repeats)
+                             channels_last=channels_last, warmup=warmup, repeats=repeats, statistic=statistic)
         self._parts = SubnetParts(supernet, img_size=img_size)
 
     def __call__(self, cfg: SubnetConfig) -> float:
@@ -199,10 +204,11 @@ class LatencyTable:
     @classmethod
     def build(cls, supernet: nn.Module, backend: str = "torch", batch_size: int = 1, threads: int | None = None,
               resolutions: Iterable[int] | None = None, progress: bool = True, *, dtype: str = "fp32",
-              channels_last: bool = False, warmup: int = 3, repeats: int = 10) -> "LatencyTable":
+              channels_last: bool = False, warmup: int = 3, repeats: int = 10,
+              statistic: str = "median") -> "LatencyTable":
         """Time every part the space's sub-networks can have, at every resolution in ``resolutions`` (default
         :func:`default_resolutions`; the input size for a space without resolutions), once each."""
-        check_timing_options(backend, batch_size, threads, dtype, warmup, repeats, channels_last)
+        check_timing_options(backend, batch_size, threads, dtype, warmup, repeats, channels_last, statistic)
         resolutions = check_resolutions(supernet.space, resolutions)
         splitter = SubnetParts(supernet)
         todo = splitter.cover(resolutions)
@@ -217,13 +223,13 @@ class LatencyTable:
                 module = splitter.module(part.key)
                 entries.setdefault(part.key, {})[_size_key(part.in_shape)] = time_module(
                     module, part.in_shape, backend=backend, batch_size=batch_size, threads=threads, dtype=dtype,
-                    channels_last=channels_last, warmup=warmup, repeats=repeats)
+                    channels_last=channels_last, warmup=warmup, repeats=repeats, statistic=statistic)
                 if bar is not None:
                     bar.update()
         finally:
             if bar is not None:
                 bar.close()
-        info = _where_measured(backend, batch_size, threads, dtype, channels_last, warmup, repeats)
+        info = _where_measured(backend, batch_size, threads, dtype, channels_last, warmup, repeats, statistic)
         info.update(parts_timed=len(todo), num_classes=supernet.num_classes, in_chans=supernet.in_chans)
         table = cls(supernet.space, resolutions, entries, info, supernet=getattr(supernet, "name", ""))
         table._parts = splitter
