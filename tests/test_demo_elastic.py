@@ -1,0 +1,50 @@
+"""`flexbone demo elastic`: its recipe, its arguments and its report (the whole demo takes minutes: not run here;
+`make demo-elastic` runs it)."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from flexbone.cli import build_parser
+from flexbone.cli.demo_elastic import NAME, _halves, digits_recipe, plot_report, report_markdown
+
+
+def test_demo_defaults_to_the_quickstart_and_elastic_is_a_choice():
+    parser = build_parser()
+    assert parser.parse_args(["demo"]).which == "quickstart"
+    args = parser.parse_args(["demo", "elastic", "--epochs", "3", "--n", "10"])
+    assert (args.which, args.epochs, args.n, args.generations) == ("elastic", 3, 10, 500)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["demo", "elastic", "--n", "2"])
+
+
+def test_the_demo_recipe_is_deps_on_the_registered_digits_supernet(tmp_path):
+    recipe = digits_recipe(argparse.Namespace(epochs=5, seed=1), tmp_path)
+    assert (recipe.model.name, recipe.elastic.strategy, recipe.data.dataset) == (NAME, "deps", "digits")
+    assert recipe.schedule.epochs == 5 and recipe.train.seed == 1
+    assert tuple(recipe.elastic.resolutions) == (12, 16, 20, 24)
+
+
+def test_test_digits_split_into_two_disjoint_halves(tmp_path):
+    recipe = digits_recipe(argparse.Namespace(epochs=2, seed=0), tmp_path)
+    search, report = _halves(recipe, 16, seed=0)
+    a = {tuple(x.flatten().tolist()) for images, _ in search for x in images}
+    b = {tuple(x.flatten().tolist()) for images, _ in report for x in images}
+    assert sum(len(y) for _, y in search) + sum(len(y) for _, y in report) == 359
+    assert search[0][0].shape[-1] == 16 and len(a & b) <= 3  # a few digit scans are identical images
+
+
+def test_report_files(tmp_path):
+    rows = [dict(latency_ms=1.0 + i, top1=80.0 + i) for i in range(5)]
+    chosen = [dict(budget_ms=2.5, config=json.dumps({"depth": [2, 2, 2, 2, 2]}), resolution=16, predicted_top1=82.0,
+                   top1_report_half=81.0, top1_search_half=83.0, table_ms=2.4, measured_ms=2.6, macs=1e6,
+                   params=2e5, folder="chosen/budget1")]
+    budgets = [{"latency": 2.5}]
+    assert plot_report(rows, chosen, budgets, tmp_path / "r.png").stat().st_size > 1000
+    summary = dict(supernet=NAME, epochs=2, seed=0, max_net_top1_full_test=90.0, threads=2, generations=5,
+                   wall_s=10.0, table=dict(device="cpu", threads=2, batch_size=1, torch_version="x", parts_timed=9),
+                   evaluated=[{**r, "config": "{}"} for r in rows], chosen=chosen)
+    md = report_markdown(summary, budgets)
+    assert "| 2.50 | 16 | [2, 2, 2, 2, 2] | 82.0 | 81.0 | 83.0 | 2.40 | 2.60 |" in md and "report.png" in md
