@@ -122,5 +122,7 @@ def print_results(results: Sequence[BenchResult], settings: BenchSettings, env: 
     for c in compared:
         print(f"{c['model']}: flexbone / {c['reference']} throughput = {c['ratio']:.3f}x")
     if results and results[0].mem_method.startswith("cpu"):
-        print("(step mem: rise of the peak RSS during one step; approximate on the CPU)")
+        print("(step mem: how much one timed step raised the process's peak RSS; 0 when warm-up or an earlier model "
+              "already reached that peak, as under flexbone's keep-freed-memory policy, which every model measured "
+              "in this process shares, timm's included)")
     return compared
