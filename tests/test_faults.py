@@ -655,3 +655,22 @@ def test_the_digits_form_of_the_sandwich_recipe_fits_and_trains(capsys, tmp_path
     assert main(["train", "--recipe", "sandwich_mbv3_digits", "--schedule.epochs", "1", "--train.max_steps_per_epoch",
                  "2", "--elastic.bn_batches", "1", "--no-progress", "--threads", "1",
                  "--train.output_dir", str(tmp_path)]) == 0
+
+
+# ------------------------------------------------------------------------------------ fast help
+def test_help_and_the_parser_import_no_torch():
+    """`flexbone --help` builds every command's parser; none of them may import torch (seconds of start-up)."""
+    code = ("import sys, flexbone.cli as c; c.build_parser(); "
+            "heavy = [m for m in ('torch', 'torchvision', 'timm', 'numpy') if m in sys.modules]; print(heavy)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_the_export_parser_defaults_are_the_libraries():
+    from flexbone.cli import export as cli_export
+    from flexbone.export import artifact, onnx
+
+    assert cli_export.FORMATS == artifact.FORMATS
+    assert cli_export.DEFAULT_OPSET == onnx.DEFAULT_OPSET
+    assert cli_export.DEFAULT_CALIB_BATCHES == artifact.DEFAULT_CALIB_BATCHES

@@ -19,10 +19,14 @@ EPILOG = """examples:
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    from ..export.artifact import DEFAULT_CALIB_BATCHES, FORMATS
-    from ..export.onnx import DEFAULT_OPSET
+# flexbone.export's defaults, repeated here because importing it imports torch, which `flexbone --help` must not
+# (tests/test_faults.py checks that the two agree)
+FORMATS = ("onnx", "pt2", "safetensors")  # flexbone.export.artifact.FORMATS
+DEFAULT_OPSET = 17  # flexbone.export.onnx.DEFAULT_OPSET
+DEFAULT_CALIB_BATCHES = 16  # flexbone.export.artifact.DEFAULT_CALIB_BATCHES
 
+
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a model or sub-network to ONNX / torch.export / safetensors, checked",
                        description="Export a model (a registered name with a checkpoint, or a saved sub-network) as "
                                    "a deployment artifact, checked against the PyTorch model on a random and a real "
