@@ -134,8 +134,9 @@ class CrossStage(nn.Module):
                                                     bottle_ratio=cfg.bottle_ratio, groups=cfg.groups,
                                                     act_layer=act_layer, drop_path=block_dpr[i]))
             prev_chs = block_out_chs
+        # (cs3 has none; an identity, without parameters, keeps TorchScript's types simple)
         self.conv_transition_b = ConvNormAct(prev_chs, exp_chs // 2, 1, **conv_kw) \
-            if cfg.stage_type == "csp" else None
+            if cfg.stage_type == "csp" else nn.Identity()
         self.conv_transition = ConvNormAct(exp_chs, cfg.out_chs, 1, **conv_kw)
         self.cs3 = cfg.stage_type == "cs3"
 

@@ -45,12 +45,23 @@ class DenseLayer(nn.Module):
         self.norm2 = BatchNormAct2d(mid_chs, act_layer=act_layer)
         self.conv2 = nn.Conv2d(mid_chs, growth_rate, 3, padding=1, bias=False)
         self.proj_drop_rate = proj_drop_rate
+        self.grad_checkpointing = False
 
-    def bottleneck(self, *features: torch.Tensor) -> torch.Tensor:
+    def bottleneck(self, features: list[torch.Tensor]) -> torch.Tensor:
         return self.conv1(self.norm1(torch.cat(features, 1)))  # (B, in_chs, H, W) -> (B, bn_size * k, H, W)
 
+    @torch.jit.unused
+    def checkpointed_bottleneck(self, features: list[torch.Tensor]) -> torch.Tensor:
+        # recompute the concatenation and the bottleneck in backward: its input grows with depth (the
+        # memory-efficient DenseNet of Pleiss et al. 2017)
+        return checkpoint(lambda *xs: self.bottleneck(list(xs)), *features, use_reentrant=False)
+
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        x = self.conv2(self.norm2(self.bottleneck(*features)))  # (B, k, H, W)
+        if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
+            x = self.checkpointed_bottleneck(features)
+        else:
+            x = self.bottleneck(features)
+        x = self.conv2(self.norm2(x))  # (B, k, H, W)
         if self.proj_drop_rate > 0:
             x = F.dropout(x, p=self.proj_drop_rate, training=self.training)
         return x
@@ -62,7 +73,6 @@ class DenseBlock(nn.ModuleDict):
     def __init__(self, num_layers: int, in_chs: int, growth_rate: int, bn_size: int, act_layer: str | Callable,
                  proj_drop_rate: float = 0.0):
         super().__init__()
-        self.grad_checkpointing = False
         for i in range(num_layers):
             self.add_module(f"denselayer{i + 1}", DenseLayer(in_chs + i * growth_rate, growth_rate, bn_size,
                                                             act_layer, proj_drop_rate))
@@ -70,16 +80,7 @@ class DenseBlock(nn.ModuleDict):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = [x]
         for layer in self.values():
-            if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
-                # recompute the concatenation and the bottleneck in backward: its input grows with depth,
-                # the memory-efficient DenseNet of Pleiss et al. 2017
-                mid = checkpoint(layer.bottleneck, *features, use_reentrant=False)
-                new = layer.conv2(layer.norm2(mid))
-                if layer.proj_drop_rate > 0:
-                    new = F.dropout(new, p=layer.proj_drop_rate, training=True)
-            else:
-                new = layer(features)
-            features.append(new)
+            features.append(layer(features))
         return torch.cat(features, 1)  # (B, in_chs + num_layers * k, H, W)
 
 
@@ -190,8 +191,8 @@ class DenseNet(Backbone):
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         super().set_grad_checkpointing(enable)
-        for m in self.features:
-            if isinstance(m, DenseBlock):
+        for m in self.modules():
+            if isinstance(m, DenseLayer):
                 m.grad_checkpointing = enable
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:

@@ -46,35 +46,44 @@ def _pool_conv(conv: Callable, in_chs: int, out_chs: int) -> nn.Sequential:
 
 
 # ------------------------------------------------------------------------------------------- blocks
-class Branches(nn.Module):
-    """Run every branch (the registered children, in order) on the input; concatenate along channels."""
+class Branches(nn.ModuleDict):
+    """Run every branch on the input, in order; concatenate their outputs along channels.
+
+    A ``ModuleDict`` keyed by the branch names (``branch0``, ``branch1`` ..., the state-dict names), which
+    TorchScript can iterate.
+    """
 
     def __init__(self, **branches: nn.Module):
-        super().__init__()
-        for name, branch in branches.items():
-            self.add_module(name, branch)
-        self.branch_names = list(branches)
-
-    def concat(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([getattr(self, name)(x) for name in self.branch_names], 1)
+        super().__init__(branches)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.concat(x)
+        outs = []
+        for branch in self.values():
+            outs.append(branch(x))
+        return torch.cat(outs, 1)
 
 
-class ResidualBranches(Branches):
-    """Inception-ResNet block: ``act(x + scale * conv1x1(concat(branches(x))))`` (``act`` off in the last)."""
+class ResidualBranches(nn.ModuleDict):
+    """Inception-ResNet block: ``act(x + scale * conv2d(concat(branches(x))))`` (``act`` off in the last).
+
+    ``conv2d`` (a linear 1x1 projection with bias, back to the input width) sits beside the branches, as in
+    the state dicts; the forward runs every entry but it as a branch.
+    """
 
     def __init__(self, out_chs: int, scale: float = 1.0, act: bool = True, **branches: nn.Module):
-        super().__init__(**branches)
         cat_chs = sum(b[-1].conv.out_channels if isinstance(b, nn.Sequential) else b.conv.out_channels
                       for b in branches.values())
-        self.conv2d = nn.Conv2d(cat_chs, out_chs, 1)  # a linear projection (with bias) back to the input width
+        super().__init__({**branches, "conv2d": nn.Conv2d(cat_chs, out_chs, 1)})
         self.scale = scale
-        self.act = nn.ReLU() if act else nn.Identity()
+        self.apply_act = act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.conv2d(self.concat(x)) * self.scale + x)
+        outs = []
+        for name, module in self.items():
+            if name != "conv2d":
+                outs.append(module(x))
+        out = self["conv2d"](torch.cat(outs, 1)) * self.scale + x
+        return torch.relu(out) if self.apply_act else out
 
 
 class InceptionC(nn.Module):
@@ -202,10 +211,6 @@ class _InceptionBase(Backbone):
         setattr(self, self.classifier_name, classifier)
         self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.head_drop(self.global_pool(x))  # (B, C, H, W) -> (B, C)
-        return x if pre_logits else getattr(self, self.classifier_name)(x)
-
 
 def _conv_row(in_chs: int, out_chs: int, kernel: int | tuple[int, int], stride: int = 1,
               padding: int | tuple[int, int] = 0, **kw: Any) -> ConvNormAct:
@@ -250,6 +255,10 @@ class InceptionV4(_InceptionBase):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)  # (B, 3, H, W) -> (B, 1536, ~H/32 - 1, ~W/32 - 1)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_drop(self.global_pool(x))  # (B, C, H, W) -> (B, C)
+        return x if pre_logits else self.last_linear(x)
 
 
 class InceptionResnetV2(_InceptionBase):
@@ -298,6 +307,10 @@ class InceptionResnetV2(_InceptionBase):
         x = self.repeat_1(self.mixed_6a(self.repeat(self.mixed_5b(x))))
         x = self.block8(self.repeat_2(self.mixed_7a(x)))
         return self.conv2d_7b(x)  # (B, 1536, ~H/32 - 1, ~W/32 - 1)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_drop(self.global_pool(x))  # (B, C, H, W) -> (B, C)
+        return x if pre_logits else self.classif(x)
 
 
 # ---------------------------------------------------------------------------------------- variants
