@@ -26,8 +26,11 @@ TOY16 = {**TOY, "resolutions": [16]}  # the digits' 16 px is the space's one res
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("supernet")
+    # train.memory_check off: its estimate runs the toy net in train mode on one image, and BN refuses the 1x1 maps
+    # at 16 px (a bug of the check, reported; it is no part of what this file tests)
     recipe = load_recipe("sandwich_mbv3", {**DIGITS, "model.kwargs": TOY16, "schedule.epochs": 1,
-                                           "train.output_dir": str(out), "train.run_name": "run"})
+                                           "train.memory_check": False, "train.output_dir": str(out),
+                                           "train.run_name": "run"})
     return engine.run(recipe, progress=False, quiet=True).weights
 
 
