@@ -100,8 +100,8 @@ def test_info_json_matches_torchvision_and_timm(capsys):
     assert info["img_size"] == [64, 64]
     # at 64 px the MACs scale by (64/224)^2 from the 224-px metadata, up to edge effects of padding
     assert info["macs"] / 1e9 == pytest.approx(TV_RESNET18["_ops"] * (64 / 224) ** 2, rel=0.05)
-    # the pyramid: timm's levels after its stem level, with the map shapes its model really produces
-    ref = timm.create_model("resnet18", features_only=True, out_indices=(1, 2, 3, 4))
+    # the pyramid: timm's levels (the stride-2 stem level first), with the map shapes its model really produces
+    ref = timm.create_model("resnet18", features_only=True)
     with torch.no_grad():
         ref_maps = ref(torch.zeros(1, 3, 64, 64))
     pyramid = info["feature_pyramid"]
@@ -110,7 +110,7 @@ def test_info_json_matches_torchvision_and_timm(capsys):
     assert [p["module"] for p in pyramid] == ref.feature_info.module_name()
     assert [p["map_size"] for p in pyramid] == [list(m.shape[-2:]) for m in ref_maps]
     cfg = info["default_cfg"]
-    assert cfg["input_size"] == [3, 224, 224] and cfg["interpolation"] == "bilinear"
+    assert cfg["input_size"] == [3, 224, 224] and cfg["interpolation"] == ref.pretrained_cfg["interpolation"]
     assert cfg["mean"] == pytest.approx(list(ref.pretrained_cfg["mean"]))
     assert cfg["std"] == pytest.approx(list(ref.pretrained_cfg["std"]))
 

@@ -54,8 +54,8 @@ def test_timm_checkpoint_loads_and_matches(name, tmp_path):
         assert max_abs_diff(ours.forward_features(x), ref.forward_features(x)) <= 1e-5
         assert max_abs_diff(ours.forward_head(ours.forward_features(x), pre_logits=True),
                             ref.forward_head(ref.forward_features(x), pre_logits=True)) <= 1e-5
-    # flexbone's num_features is the pre-logits width (timm's head_hidden_size)
-    assert ours.num_features == ours.head_hidden_size == ref.head_hidden_size
+    # timm's meanings: num_features the trunk width (960 for MobileNetV3), head_hidden_size the pre-logits width
+    assert (ours.num_features, ours.head_hidden_size) == (ref.num_features, ref.head_hidden_size)
 
 
 @pytest.mark.parametrize("name,expected", [("mobilenetv2_100", 3_504_872), ("mobilenetv3_large_100", 5_483_032)])
@@ -100,14 +100,13 @@ def test_timm_parity_dilated_classifier():
 @pytest.mark.parametrize("name", ["mobilenetv2_100", "mobilenetv3_large_100", "mobilenetv3_small_075"])
 @pytest.mark.parametrize("output_stride", [32, 16, 8])
 def test_features_match_timm_levels(name, output_stride):
-    # our 4 levels = timm's levels 1..4 (timm also returns a stride-2 level)
-    ref = randomize_(timm.create_model(name, features_only=True, out_indices=(1, 2, 3, 4),
-                                       output_stride=output_stride)).eval()
+    # timm's five levels, the stride-2 level first
+    ref = randomize_(timm.create_model(name, features_only=True, output_stride=output_stride)).eval()
     ours = flexbone.create_model(name, features_only=True, output_stride=output_stride).eval()
     ours.load_state_dict(ref.state_dict(), strict=True)  # the unused head is gone, as in timm
     assert ours.feature_info.channels() == ref.feature_info.channels()
     assert ours.feature_info.reduction() == ref.feature_info.reduction()
-    assert ours.feature_info.reduction() == [min(r, output_stride) for r in (4, 8, 16, 32)]
+    assert ours.feature_info.reduction() == [min(r, output_stride) for r in (2, 4, 8, 16, 32)]
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         for a, b in zip(ours(x), ref(x), strict=True):

@@ -13,6 +13,7 @@ from flexbone import create_model, list_models
 from flexbone.errors import ConfigError, FlexboneError, UnknownModelError
 from flexbone.layers import norm
 from flexbone.layers.norm import BatchNorm2d
+from flexbone.models import PYRAMID
 
 from _helpers import max_abs_diff
 
@@ -48,7 +49,7 @@ def test_contract(name, monkeypatch):
     with torch.no_grad():
         feats = model.forward_features(x)
         pre = model.forward_head(feats, pre_logits=True)
-        assert pre.shape == (2, model.num_features)
+        assert pre.shape == (2, model.head_hidden_size)  # timm's meaning: the width the classifier sees
         assert max_abs_diff(model.forward_head(feats), model.get_classifier()(pre)) < 1e-5
         # BN inference in place on its input (flexbone.layers.BatchNorm2d) gives what torch's BN gives: every
         # norm's input is fresh. A norm fed a tensor that is read again (a shortcut) would fail here.
@@ -61,15 +62,17 @@ def test_contract(name, monkeypatch):
         model.reset_classifier(3)
         assert model(x).shape == (2, 3)
         model.reset_classifier(0)
-        assert model(x).shape == (2, model.num_features)
+        assert model(x).shape == (2, model.head_hidden_size)
 
 
 @pytest.mark.parametrize("name", _mark(STATIC))
 def test_features_only(name):
     model = create_model(name, features_only=True).eval()
     info = model.feature_info
-    assert len(info) == 4, "dense-prediction users expect a 4-level pyramid"
-    assert info.reduction() == [4, 8, 16, 32] or name.endswith(("s", "s_tiny")), info
+    # timm's levels (CNNs: the stride-2 stem level first); the last four are the dense-prediction pyramid
+    assert info.reduction()[-4:] == [4, 8, 16, 32] or name.endswith(("s", "s_tiny")), info
+    pyramid = create_model(name, features_only=True, out_indices=PYRAMID).feature_info
+    assert pyramid.reduction() == info.reduction()[-4:] and pyramid.channels() == info.channels()[-4:]
     for size in (64, 96):
         with torch.no_grad():
             maps = model(torch.randn(1, 3, size, size))
@@ -113,8 +116,8 @@ def test_output_stride(name, output_stride):
     model.load_state_dict(ref.state_dict())  # dilation changes no parameter shape
     with torch.no_grad():
         maps = model(torch.randn(1, 3, 64, 64))
-    assert [m.shape[-1] for m in maps] == [64 // min(r, output_stride) for r in (4, 8, 16, 32)]
-    assert model.feature_info.reduction() == [min(r, output_stride) for r in (4, 8, 16, 32)]
+    assert [m.shape[-1] for m in maps] == [64 // min(r, output_stride) for r in (2, 4, 8, 16, 32)]
+    assert model.feature_info.reduction() == [min(r, output_stride) for r in (2, 4, 8, 16, 32)]
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():

@@ -92,8 +92,8 @@ def test_resnet_rs_parameter_counts(depth, expected_m):
 
 
 def test_features_match_timm_stage_outputs():
-    # our 4-level pyramid = timm's layer1..layer4 features (timm also returns the stride-2 stem)
-    ref = randomize_(timm.create_model("resnet50d", features_only=True, out_indices=(1, 2, 3, 4))).eval()
+    # timm's five levels (the stride-2 stem first), and the four-level pyramid (layer1..layer4)
+    ref = randomize_(timm.create_model("resnet50d", features_only=True)).eval()
     ours = flexbone.create_model("resnet50d", features_only=True).eval()
     ours.load_state_dict(ref.state_dict(), strict=True)
     x = torch.randn(1, 3, 96, 96)
@@ -102,3 +102,5 @@ def test_features_match_timm_stage_outputs():
             assert max_abs_diff(a, b) <= 1e-5
     assert ours.feature_info.channels() == ref.feature_info.channels()
     assert ours.feature_info.reduction() == ref.feature_info.reduction()
+    pyramid = flexbone.create_model("resnet50d", features_only=True, out_indices=(-4, -3, -2, -1))
+    assert pyramid.feature_info.reduction() == [4, 8, 16, 32] and pyramid.feature_info.module_name()[0] == "layer1"

@@ -50,14 +50,16 @@ def _describe(name: str, family: str, model: torch.nn.Module, img_size: int | No
     # the real map sizes at this input (on a meta model: shapes only, no compute)
     device = next(model.parameters()).device
     with torch.no_grad():
-        maps = model.eval().forward_intermediates(torch.zeros(1, in_chans, h, w, device=device))
+        x = torch.zeros(1, in_chans, h, w, device=device)
+        maps = model.eval().forward_intermediates(x, intermediates_only=True)
     pyramid = [
         dict(level=i, module=s.module, channels=s.num_chs, reduction=s.reduction, map_size=list(m.shape[-2:]))
         for i, (s, m) in enumerate(zip(model.feature_info, maps))
     ]
     return dict(
         model=name, family=family, params=count_params(model), macs=macs, img_size=[h, w],
-        num_features=getattr(model, "num_features", None), feature_pyramid=pyramid,
+        num_features=getattr(model, "num_features", None), head_hidden_size=getattr(model, "head_hidden_size", None),
+        feature_pyramid=pyramid,
         default_cfg={k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
         paper_train_img_sizes=paper_training_resolutions(name),  # ResNet-RS: Bello et al. 2021, Table 7
     )
@@ -83,7 +85,9 @@ def print_info(info: dict[str, Any]) -> None:
     print(f"  parameters    {info['params']:,} ({info['params'] / 1e6:.2f} M)")
     print(f"  MACs          {info['macs'] / 1e9:.3f} G at {h}x{w} (batch 1)")
     if info["num_features"]:
-        print(f"  num_features  {info['num_features']} (pooled features before the classifier)")
+        print(f"  num_features  {info['num_features']} (channels of the last feature map)")
+    if info.get("head_hidden_size"):
+        print(f"  head_hidden_size  {info['head_hidden_size']} (pooled features before the classifier)")
     if info.get("paper_train_img_sizes"):
         sizes = ", ".join(map(str, info["paper_train_img_sizes"]))
         print(f"  trained at    {sizes} px in the paper (Bello et al. 2021, Table 7; see flexbone.models.scaling)")

@@ -69,7 +69,7 @@ from ..layers.norm import BatchNorm2d
 from ..models._base import Backbone, default_cfg
 from ..models._features import FeatureInfo, FeatureStage
 from ..models._registry import register_model
-from ..models.mobilenet import BlockSpec, MobileNetV2, MobileNetV3, V2Head, V3Head, _init_weights
+from ..models.mobilenet import BlockSpec, MobileNetV2, MobileNetV3, V2Head, V3Head, _init_weights, mobilenet_levels
 from .ops import (CHANNEL_DIVISOR, DynamicInvertedResidual, DynamicSqueezeExcite, ElasticDepth, WeightPlan, copy_active,
                   planned_weights)
 from .space import DepthUnit, SearchSpace, SubnetConfig, check_supernet_options
@@ -302,9 +302,8 @@ class _OFAMobileNet(Backbone):
                 m.eps = spec.bn_eps
         self.trunk_chs = in_chs
 
-        # feature pyramid: the last stage at each reduction >= 4, as the static models
-        levels = {r: FeatureStage(chs, r, f"blocks.{i}") for i, (r, chs) in enumerate(stage_ends) if r >= 4}
-        self.feature_info = FeatureInfo([levels[r] for r in sorted(levels)])
+        # feature levels: the last stage at each reduction (the stem where none ends at 2), as the static models
+        self.feature_info = FeatureInfo(mobilenet_levels(stem, [(r, r, c) for r, c in stage_ends]))
         self._build_head(num_classes, global_pool, norm)
         self.default_cfg = default_cfg(first_conv="conv_stem", classifier="classifier", interpolation="bicubic")
         _init_weights(self)
@@ -468,7 +467,8 @@ class OFAMobileNetV3(V3Head, _OFAMobileNet):
         self.conv_head = nn.Conv2d(self.trunk_chs * self.global_pool.feat_mult(), head, 1, bias=False)
         self.act2 = create_act(self.spec.stem_act, inplace=True)
         self.flatten = nn.Flatten(1) if global_pool else nn.Identity()
-        self.num_features = self.head_hidden_size = head
+        self.num_features = self.trunk_chs  # timm's meanings: the trunk width; the pre-logits width below
+        self.head_hidden_size = head
         self.classifier = nn.Linear(head, num_classes) if num_classes > 0 else nn.Identity()
 
 

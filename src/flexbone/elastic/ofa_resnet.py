@@ -169,7 +169,8 @@ class OFAResNet(Backbone):
 
         # stages: ElasticDepth of DynamicBottlenecks, names layer{i}.{j}
         in_choices = [spec.stem_out(w) for w in range(top + 1)]
-        n_slots, slot, reduction, feature_stages = sum(spec.max_blocks), 0, 4, []
+        # timm's level 0 is the stem (after act1, before the pooling), as in ResNet
+        n_slots, slot, reduction, feature_stages = sum(spec.max_blocks), 0, 4, [FeatureStage(out, 2, "act1")]
         for s, n in enumerate(spec.max_blocks):
             stride = 1 if s == 0 else 2
             reduction *= stride
@@ -212,7 +213,7 @@ class OFAResNet(Backbone):
     # ----------------------------------------------------------------------------- model contract
     @property
     def stages(self) -> list[ElasticDepth]:
-        return [self.get_submodule(s.module) for s in self.feature_info]
+        return [self.get_submodule(s.module) for s in self.feature_info[1:]]
 
     def blocks(self) -> list[DynamicBottleneck]:
         """All block slots, active or not."""

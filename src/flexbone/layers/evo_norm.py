@@ -8,8 +8,7 @@ import torch.nn as nn
 def group_std(x: torch.Tensor, groups: int, eps: float = 1e-5) -> torch.Tensor:
     """Per-sample standard deviation over channel groups and space, broadcast back to ``x``'s shape."""
     b, c, h, w = x.shape
-    if c % groups:
-        raise ValueError(f"{c} channels cannot be split into {groups} groups")
+    torch._assert(c % groups == 0, "the channels cannot be split into the groups")  # traceable by torch.fx
     g = x.reshape(b, groups, c // groups, h, w)
     std = g.float().var(dim=(2, 3, 4), unbiased=False, keepdim=True).add(eps).sqrt().to(x.dtype)
     return std.expand(g.shape).reshape(b, c, h, w)

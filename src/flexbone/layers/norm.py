@@ -6,7 +6,9 @@ from typing import Callable
 import math
 
 import torch
+import torch.fx
 import torch.nn as nn
+import torch.nn.functional as F
 
 # Below this many elements (1 MiB in fp32) an allocation is served from the heap without page faults: nothing to save.
 _INPLACE_MIN_NUMEL = 1 << 18
@@ -31,9 +33,31 @@ class BatchNorm2d(nn.BatchNorm2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._normalise_in_place(x):
-            return self._normalise_inference_(x)
-        return super().forward(x)
+        if torch.jit.is_scripting():
+            return self._forward_plain(x)
+        else:
+            if isinstance(x, torch.fx.Proxy):
+                # torch.fx symbolic tracing (create_feature_extractor, FX quantization): one call of this module
+                # in the graph, as torch's own BatchNorm2d (a leaf module) gives; the graph then calls this
+                # module eagerly, in-place inference included
+                tracer = x.tracer
+                return tracer.create_proxy("call_module", tracer.path_of_module(self), (x,), {})
+            if self._normalise_in_place(x):
+                return self._normalise_inference_(x)
+            return super().forward(x)
+
+    def _forward_plain(self, x: torch.Tensor) -> torch.Tensor:
+        """``nn.BatchNorm2d.forward``, written out for TorchScript (which cannot call a base-class method)."""
+        if x.dim() != 4:
+            raise ValueError(f"expected 4D input (got {x.dim()}D input)")
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        keep_stats = not self.training or self.track_running_stats
+        return F.batch_norm(x, self.running_mean if keep_stats else None, self.running_var if keep_stats else None,
+                            self.weight, self.bias, use_batch_stats, momentum, self.eps)
 
     def _normalise_inference_(self, x: torch.Tensor) -> torch.Tensor:
         """Eval-mode BN written into ``x``, over the leading ``C = x.shape[1]`` channels of the parameters and

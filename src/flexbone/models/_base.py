@@ -1,8 +1,15 @@
 """The model contract every flexbone backbone honours (see DESIGN.md, "The model contract").
 
 A family subclasses :class:`Backbone`, registers its modules in execution order, and implements
-``forward_features``, ``forward_head`` and ``reset_classifier``. The base class supplies the rest:
-``forward``, ``features_only`` mode, ``forward_intermediates``, gradient checkpointing switches.
+``forward_features``, ``forward_head`` and ``reset_classifier``. The base class supplies the rest, with
+timm's signatures and meanings: ``forward``, ``features_only`` mode, ``forward_intermediates``,
+``prune_intermediate_layers``, ``head_hidden_size``, ``pretrained_cfg`` and gradient checkpointing switches.
+
+``forward_intermediates`` runs the model's modules in registration order up to the deepest level asked for
+(see :meth:`Backbone._feature_plan`); a family whose ``forward_features`` runs more after its last level
+names those modules in ``_features_tail`` (MobileNetV2's ``conv_head``), and one whose forward is not a
+module sequence overrides ``forward_intermediates``. ``tests/test_contract.py`` checks every registered
+model against its own ``forward_features`` and against timm's model of the same name.
 """
 from __future__ import annotations
 
@@ -10,26 +17,44 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
 
-from ._features import FeatureInfo, FeatureStage
+from ..errors import ConfigError
+from ._features import FeatureInfo, FeatureStage, feature_take_indices
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+# timm's pretrained_cfg keys that describe a model and its preprocessing (timm's download keys, url /
+# hf_hub_id / license, have no meaning here: flexbone never downloads)
+CFG_KEYS = ("input_size", "test_input_size", "fixed_input_size", "interpolation", "crop_pct", "test_crop_pct",
+            "crop_mode", "mean", "std", "num_classes", "pool_size", "first_conv", "classifier")
+
 
 def default_cfg(**overrides: Any) -> dict[str, Any]:
-    """The preprocessing a model expects (timm's ``pretrained_cfg`` keys) plus where its stem and head are."""
-    cfg = dict(
+    """The preprocessing a model expects and where its stem and head are: timm's ``pretrained_cfg`` keys.
+
+    ``pool_size`` (the last map's size at ``input_size``) follows ``input_size`` at stride 32 unless given;
+    ``test_input_size`` / ``test_crop_pct`` appear only when given (timm omits them otherwise).
+    """
+    cfg: dict[str, Any] = dict(
         input_size=(3, 224, 224),
-        test_input_size=None,
-        crop_pct=0.875,
+        fixed_input_size=False,
         interpolation="bilinear",
+        crop_pct=0.875,
+        crop_mode="center",
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
+        num_classes=1000,  # the classes of the weights this cfg describes (timm's meaning), not the model's
         first_conv="conv1",
         classifier="fc",
     )
     cfg.update(overrides)
+    for key in ("test_input_size", "test_crop_pct"):
+        if cfg.get(key, 0) is None:
+            del cfg[key]
+    if "pool_size" not in cfg:
+        cfg["pool_size"] = (cfg["input_size"][1] // 32, cfg["input_size"][2] // 32)
     return cfg
 
 
@@ -37,7 +62,13 @@ class Backbone(nn.Module):
     """Base class of all registered models."""
 
     default_cfg: dict[str, Any] = default_cfg()
-    feature_info: FeatureInfo
+    # TorchScript: the cfg and the feature list are Python metadata, not state a scripted forward reads
+    __jit_ignored_attributes__ = ["default_cfg", "feature_info"]
+    __jit_unused_properties__ = ["pretrained_cfg", "head_hidden_size", "stages"]
+    # modules that forward_features runs after the last feature level (e.g. MobileNetV2's 1x1 conv_head)
+    _features_tail: tuple[str, ...] = ()
+    # head modules sized by the trunk's width, which prune_intermediate_layers removes with the trunk's end
+    _head_after_trunk: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         super().__init__()
@@ -60,26 +91,52 @@ class Backbone(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         raise NotImplementedError
 
+    # ----------------------------------------------------------------------- timm's attributes
+    @property
+    def pretrained_cfg(self) -> dict[str, Any]:
+        """timm's name for ``default_cfg`` (the same dict)."""
+        return self.default_cfg
+
+    @pretrained_cfg.setter
+    def pretrained_cfg(self, cfg: dict[str, Any]) -> None:
+        self.default_cfg = cfg
+
+    @property
+    def head_hidden_size(self) -> int:
+        """The width the classifier sees (timm's meaning): ``num_features`` unless the head widens it."""
+        return self.__dict__.get("_head_hidden_size", self.num_features)
+
+    @head_hidden_size.setter
+    def head_hidden_size(self, value: int) -> None:
+        self.__dict__["_head_hidden_size"] = value
+
     # ----------------------------------------------------------------------- shared behaviour
     def forward(self, x: torch.Tensor):
-        if self.features_only:
-            return self.forward_intermediates(x, self.out_indices)
-        return self.forward_head(self.forward_features(x))
+        if torch.jit.is_scripting():
+            # a scripted forward has one return type: the classification path (see README, "Models")
+            if self.features_only:
+                raise RuntimeError("a features_only model runs in Python (or torch.fx / torch.export), not scripted")
+            return self.forward_head(self.forward_features(x))
+        else:
+            if self.features_only:
+                return self.forward_intermediates(x, list(self.out_indices), stop_early=True,
+                                                  intermediates_only=True)
+            return self.forward_head(self.forward_features(x))
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each stage's activations in the backward pass: less memory, ~30% more compute."""
         self.grad_checkpointing = enable
 
-    def _feature_plan(self) -> list[tuple[str, nn.Module]]:
-        """Modules in execution order, down to the last feature level.
+    def _feature_plan(self, last_level: int = -1) -> list[tuple[str, nn.Module]]:
+        """Modules in execution order, down to feature level ``last_level`` (the deepest by default).
 
         Top-level children run in registration order; a container named by a dotted feature module
         (``stages`` for ``stages.0``) is entered so that its children become individual steps.
         """
-        feature_modules = [s.module for s in self.feature_info]
+        feature_modules = [s["module"] for s in self.feature_info]
         containers = {m.rsplit(".", 1)[0] for m in feature_modules if "." in m}
         plan: list[tuple[str, nn.Module]] = []
-        last = feature_modules[-1]
+        last = feature_modules[last_level]
         for name, module in self.named_children():
             if name in containers:
                 for child_name, child in module.named_children():
@@ -92,23 +149,74 @@ class Backbone(nn.Module):
                     return plan
         raise RuntimeError(f"{type(self).__name__}: feature module {last!r} not found among its children")
 
+    def _run_step(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and self.training and isinstance(module, nn.Sequential):
+            for block in module:  # per block, as timm's checkpoint_seq
+                x = checkpoint(block, x, use_reentrant=False)
+            return x
+        return module(x)
+
     @torch.jit.unused
-    def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int] | None = None) -> list[torch.Tensor]:
-        """Feature maps of the levels ``indices`` (all levels by default), shallow to deep."""
-        indices = self.feature_info.with_out_indices(indices).out_indices
-        wanted = {self.feature_info[i].module for i in indices}
-        outputs = []
-        for name, module in self._feature_plan():
-            x = module(x)
-            if name in wanted:
-                outputs.append(x)
-                if len(outputs) == len(wanted):
-                    break
-        return outputs
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's ``forward_intermediates``: the maps of the feature levels ``indices`` (timm's numbering).
+
+        Args:
+            indices: ``None`` all levels, an int the last ``n``, a sequence those levels (negative allowed).
+            norm: apply the final norm to the intermediates (transformers with one; CNNs have none).
+            stop_early: stop after the deepest level asked for (the returned final features are then its map).
+            output_fmt: ``'NCHW'``.
+            intermediates_only: return only the list of maps.
+
+        Returns:
+            ``(final_features, [maps])`` -- ``final_features`` equal to ``forward_features(x)`` unless
+            ``stop_early`` stopped before the end -- or ``[maps]`` with ``intermediates_only``.
+        """
+        if output_fmt != "NCHW":
+            raise ConfigError(f"{type(self).__name__}: output_fmt must be 'NCHW', not {output_fmt!r}")
+        num_levels = len(self.feature_info)
+        take, max_index = feature_take_indices(num_levels, indices)
+        last = max_index if stop_early else num_levels - 1
+        level_of = {s["module"]: i for i, s in enumerate(self.feature_info)}
+        intermediates = []
+        for name, module in self._feature_plan(last):
+            x = self._run_step(module, x)
+            if level_of.get(name, -1) in take:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        if last == num_levels - 1:
+            for name in self._features_tail:
+                x = getattr(self, name)(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """timm's ``prune_intermediate_layers``: drop (replace by ``nn.Identity``) what runs after the deepest
+        level of ``indices``, and the classifier with ``prune_head``; returns the absolute levels kept."""
+        take, max_index = feature_take_indices(len(self.feature_info), indices)
+        if max_index < len(self.feature_info) - 1:
+            kept = {name for name, _ in self._feature_plan(max_index)}
+            later = [name for name, _ in self._feature_plan()] + list(self._features_tail + self._head_after_trunk)
+            for name in later:
+                if name not in kept:
+                    parent, _, child = name.rpartition(".")
+                    setattr(self.get_submodule(parent) if parent else self, child, nn.Identity())
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take
 
     def as_features(self, out_indices: Sequence[int] | int | None = None) -> "Backbone":
         """Turn this model into a feature extractor: drop the head, return a list of stage maps.
 
+        ``out_indices`` in timm's numbering (default: all levels; ``PYRAMID`` = the last four, strides 4..32).
         Parameter names stay those of the classification model, so the same checkpoints load.
         """
         self.feature_info = self.feature_info.with_out_indices(out_indices)

@@ -59,6 +59,8 @@ def create_model(
                 options = f"; {model_name} accepts: {', '.join(names)}"
             raise ConfigError(f"{model_name}: {msg.split(': ', 1)[-1]}{options}") from None
         raise
+    if isinstance(getattr(model, "default_cfg", None), dict):  # timm's cfg names the architecture
+        model.default_cfg = {**model.default_cfg, "architecture": model_name}
     if pretrained is True:
         raise FlexboneError(
             "flexbone never downloads weights: pass pretrained='/path/to/checkpoint' "

@@ -35,6 +35,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
@@ -42,7 +43,7 @@ from ..layers import ConvNormAct
 from ..layers.norm import get_norm_layer
 from ._base import Backbone
 from ._builder import create_model
-from ._features import FeatureInfo, FeatureStage
+from ._features import PYRAMID, FeatureInfo, FeatureStage, feature_take_indices
 from ._registry import is_model, register_model
 
 _PROBE_SIZE = (64, 96)  # (H, W) of the shape probe: non-square, so NCHW and NHWC maps can be told apart
@@ -84,7 +85,9 @@ class DenseHigherLevelComposition(nn.Module):
         total = None
         for level in range(stage, self.num_levels):
             y = self.links[f"level{level}_to_stage{stage}"](levels[level])  # (B, C_level, h, w) -> (B, C_in, h, w)
-            if tuple(y.shape[-2:]) != tuple(size):  # higher levels are coarser: resample to the stage input
+            # higher levels are coarser: resample to the stage input (always under torch.fx, where sizes are
+            # symbolic: a same-size nearest / bilinear resample is exact)
+            if is_fx_symbolic_tracing() or tuple(y.shape[-2:]) != tuple(size):
                 y = F.interpolate(y, size=size, mode=self.upsample,
                                   align_corners=False if self.upsample == "bilinear" else None)
             total = y if total is None else total + y
@@ -137,7 +140,8 @@ class CompositeBackbone(Backbone):
         if len({id(b) for b in self.backbones}) != k:
             raise ConfigError("the model factory must return a new model on every call")
         first = self.backbones[0]  # all copies share the architecture: inspect the first
-        num_levels = len(first.feature_info)
+        pyramid = first.feature_info.get_dicts()  # the levels composed: strides 4..32 (see _build_backbone)
+        num_levels = len(pyramid)
         self._stem_names, self._stage_names = _split_stages(first)
         stage_in_chs, self._stage_in_nhwc = self._probe_stage_inputs(first)
 
@@ -151,7 +155,7 @@ class CompositeBackbone(Backbone):
                     setattr(backbone.get_submodule(parent) if parent else backbone, child, nn.Identity())
 
         # one set of links serves every pair (k-1 -> k), as in the official code (the paper's g_i^l has no k)
-        level_chs = [s.num_chs for s in first.feature_info]
+        level_chs = [s.num_chs for s in pyramid]
         self.composition = DenseHigherLevelComposition(
             level_chs, stage_in_chs, first_stage=pruned_stages or 0, upsample=upsample,
             norm_layer=get_norm_layer(composition_norm), zero_init=zero_init_composition,
@@ -159,7 +163,7 @@ class CompositeBackbone(Backbone):
 
         # the pyramid is the lead backbone's
         self.feature_info = FeatureInfo(
-            [FeatureStage(s.num_chs, s.reduction, f"backbones.{k - 1}.{s.module}") for s in first.feature_info],
+            [FeatureStage(s.num_chs, s.reduction, f"backbones.{k - 1}.{s.module}") for s in pyramid],
             out_indices,
         )
         self.out_indices = self.feature_info.out_indices
@@ -174,15 +178,22 @@ class CompositeBackbone(Backbone):
     # ----------------------------------------------------------------------------------- building
     @staticmethod
     def _build_backbone(name_or_factory: str | Callable[..., nn.Module], kwargs: dict[str, Any]) -> Backbone:
+        if "num_classes" in kwargs:
+            raise ConfigError("a composite backbone is a feature extractor without a classifier: num_classes does "
+                              "not apply (put a head on its pyramid instead)")
         if isinstance(name_or_factory, str):
-            model = create_model(name_or_factory, features_only=True, **kwargs)
+            model = create_model(name_or_factory, features_only=True, out_indices=PYRAMID, **kwargs)
         else:
             model = name_or_factory(**kwargs)
             if not isinstance(model, Backbone):
                 raise ConfigError(f"the model factory returned a {type(model).__name__}, not a flexbone Backbone")
             if not model.features_only:
-                model.as_features()
-        model.feature_info = model.feature_info.with_out_indices(None)  # the composite needs every level
+                model.as_features(PYRAMID)
+        if len(model.feature_info) < len(PYRAMID):
+            raise ConfigError(f"a composite needs a backbone with {len(PYRAMID)} feature levels (strides 4..32); "
+                              f"this one has {len(model.feature_info)}")
+        # the composite joins the four levels at strides 4..32 (timm's stride-2 stem level is part of the stem)
+        model.feature_info = model.feature_info.with_out_indices(PYRAMID)
         model.out_indices = model.feature_info.out_indices
         return model
 
@@ -221,7 +232,7 @@ class CompositeBackbone(Backbone):
                 nhwc.append(is_nhwc)
                 h = _run(backbone, names, h)
                 levels.append(h)
-            reference = backbone.forward_intermediates(x)
+            reference = backbone.forward_intermediates(x, list(backbone.out_indices), intermediates_only=True)
         except ConfigError:
             raise
         except (TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
@@ -257,7 +268,7 @@ class CompositeBackbone(Backbone):
                     continue
                 if k > 0:
                     nhwc = self._stage_in_nhwc[stage]
-                    size = tuple(h.shape[1:3] if nhwc else h.shape[-2:])
+                    size = (h.shape[1], h.shape[2]) if nhwc else (h.shape[-2], h.shape[-1])  # (traceable)
                     fed = self.composition(pyramids[-1], stage, size)  # (B, C_in, *size)
                     if fed is not None:
                         h = h + (fed.permute(0, 2, 3, 1) if nhwc else fed)
@@ -276,10 +287,21 @@ class CompositeBackbone(Backbone):
         return lead
 
     @torch.jit.unused
-    def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int] | None = None) -> list[torch.Tensor]:
-        indices = self.feature_info.with_out_indices(indices).out_indices
+    def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False,
+                              ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's signature: the lead backbone's maps at ``indices`` (of the composite's four levels), and its
+        last map (``forward_features``) unless ``intermediates_only``. Every backbone runs in full."""
+        if output_fmt != "NCHW":
+            raise ConfigError(f"a composite backbone's output_fmt must be 'NCHW', not {output_fmt!r}")
+        take, _ = feature_take_indices(len(self.feature_info), indices)
         lead = self.forward_pyramids(x)[-1]
-        return [lead[i] for i in indices]
+        return [lead[i] for i in take] if intermediates_only else (lead[-1], [lead[i] for i in take])
+
+    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Nothing to prune: every level of an assisting backbone feeds the next (returns the levels taken)."""
+        return feature_take_indices(len(self.feature_info), indices)[0]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_pyramids(x)[-1][-1]  # (B, num_features, H/32, W/32)
@@ -351,7 +373,7 @@ def _split_stages(backbone: Backbone) -> tuple[list[str], list[list[str]]]:
         plan = [name for name, _ in backbone._feature_plan()]
     except RuntimeError as e:
         raise ConfigError(f"cannot split {type(backbone).__name__} into stages: {e}") from None
-    ends = [s.module for s in backbone.feature_info]
+    ends = backbone.feature_info.module_name()  # the levels selected (out_indices), shallow to deep
     stem: list[str] = []
     stages: list[list[str]] = []
     current: list[str] = []

@@ -299,6 +299,18 @@ def _init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def mobilenet_levels(stem_chs: int, stage_ends: Sequence[tuple[int, int, int]]) -> list[FeatureStage]:
+    """timm's feature levels of a MobileNet: the last stage at each nominal reduction (2, 4, 8, 16, 32 for the
+    named models); the stem (``act1``) is the stride-2 level when no stage ends there (MobileNetV3-Small).
+
+    ``stage_ends``: per stage of ``blocks``, (nominal reduction, reduction after dilation, channels).
+    """
+    levels: dict[int, FeatureStage] = {2: FeatureStage(stem_chs, 2, "act1")}
+    for i, (nominal, reduction, chs) in enumerate(stage_ends):
+        levels[nominal] = FeatureStage(chs, reduction, f"blocks.{i}")
+    return [levels[r] for r in sorted(levels)]
+
+
 class _MobileNet(Backbone):
     """Stem and trunk shared by MobileNetV2 and V3 (the subclasses add their heads).
 
@@ -351,12 +363,7 @@ class _MobileNet(Backbone):
             stage_ends.append((nominal_stride, net_stride, in_chs))
         self.blocks = nn.Sequential(*stage_modules)
 
-        # feature pyramid: the last stage at each nominal reduction >= 4 (4, 8, 16, 32 for the named models)
-        levels: dict[int, FeatureStage] = {}
-        for i, (nominal, reduction, chs) in enumerate(stage_ends):
-            if nominal >= 4:
-                levels[nominal] = FeatureStage(chs, reduction, f"blocks.{i}")
-        self.feature_info = FeatureInfo([levels[r] for r in sorted(levels)])
+        self.feature_info = FeatureInfo(mobilenet_levels(stem_chs, stage_ends))
         return in_chs
 
     def _forward_trunk(self, x: torch.Tensor) -> torch.Tensor:
@@ -375,6 +382,8 @@ class _MobileNet(Backbone):
 class V2Head:
     """MobileNetV2's head (conv_head + bn2 + act2 on the map, then pool and classify), shared by the static
     model and the elastic supernet so that both answer the contract the same way."""
+
+    _features_tail = ("conv_head", "bn2", "act2")  # part of forward_features, after the last feature level
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         self.num_classes = num_classes
@@ -398,6 +407,8 @@ class V3Head:
     """MobileNetV3's efficient head (pool first, then conv_head + act2 without BN, classify), shared by the
     static model and the elastic supernet."""
 
+    _head_after_trunk = ("conv_head",)  # sized by the trunk's width: pruned with the trunk's end, as in timm
+
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         pool = SelectAdaptivePool2d(self.global_pool.pool_type if global_pool is None else global_pool, flatten=False)
         if isinstance(self.conv_head, nn.Conv2d):
@@ -405,7 +416,8 @@ class V3Head:
                 raise ConfigError(f"global_pool={pool.pool_type!r} changes the pooled width, but conv_head was "
                                   f"built for {self.conv_head.in_channels} channels; keep the pooling type")
         else:
-            self.head_hidden_size = self.num_features = self.trunk_chs * pool.feat_mult()
+            self.num_features = self.trunk_chs
+            self.head_hidden_size = self.trunk_chs * pool.feat_mult()
         if num_classes > 0 and not pool.pool_type:
             raise ConfigError("a classifier needs global pooling: set global_pool or num_classes=0")
         self.num_classes = num_classes
@@ -420,7 +432,7 @@ class V3Head:
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.global_pool(x)  # (B, C, 1, 1)
-        x = self.flatten(self.act2(self.conv_head(x)))  # (B, num_features)
+        x = self.flatten(self.act2(self.conv_head(x)))  # (B, head_hidden_size)
         if self.drop_rate > 0.0:
             x = F.dropout(x, p=self.drop_rate, training=self.training)
         return x if pre_logits else self.classifier(x)
@@ -432,11 +444,10 @@ class MobileNetV2(V2Head, _MobileNet):
     Also the static target of an elastic MobileNetV2 space: ``stages`` may be any block table (per-block
     kernel and expansion, per-stage depth); the named variants come from :func:`mobilenetv2_stages`.
 
-    Feature pyramid (``features_only``): 4 levels at reductions 4, 8, 16, 32, each the output of the last
-    stage at that resolution (``blocks.1``, ``blocks.2``, ``blocks.4``, ``blocks.6``: 24, 32, 96, 320 channels
-    for mobilenetv2_100). timm's feature extractor also returns the stride-2 ``blocks.0``; flexbone's
-    pyramids start at 4 for every family. ``conv_head`` (1x1 to 1280) is part of ``forward_features`` as in
-    timm, not a pyramid level; a feature extractor drops it.
+    Feature levels (``features_only``), timm's: 5 levels at reductions 2, 4, 8, 16, 32, each the output of the
+    last stage at that resolution (``blocks.0``, ``blocks.1``, ``blocks.2``, ``blocks.4``, ``blocks.6``: 16, 24,
+    32, 96, 320 channels for mobilenetv2_100; ``out_indices=PYRAMID`` takes the last four). ``conv_head``
+    (1x1 to 1280) is part of ``forward_features`` as in timm, not a level; a feature extractor drops it.
 
     Args:
         stages: the block table (default: MobileNetV2 1.0); ``BlockSpec``s or dicts / tuples of their fields.
@@ -500,19 +511,18 @@ class MobileNetV3(V3Head, _MobileNet):
 
     The trunk ends with a ``'conv'`` block (1x1 conv + BN + act, e.g. to 960 channels), which is part of
     ``blocks``; ``forward_features`` returns its output (``trunk_chs`` channels) and ``forward_head``
-    pools it, applies ``conv_head`` and the classifier. ``num_features`` is the pre-logits width
-    (``head_chs``, e.g. 1280), as for every flexbone model; timm names that ``head_hidden_size`` (also set
-    here) and uses ``num_features`` for the trunk width.
+    pools it, applies ``conv_head`` and the classifier. As in timm, ``num_features`` is the trunk width
+    (``trunk_chs``, e.g. 960) and ``head_hidden_size`` the pre-logits width (``head_chs``, e.g. 1280).
 
     Built from any block table, so once-for-all MobileNetV3 sub-networks extract into it: their
     ``final_expand_layer`` is the last ``'conv'`` stage, their ``feature_mix_layer`` (1x1 conv without bias
     or BN) is ``conv_head`` with ``head_bias=False``. The named variants come from :func:`mobilenetv3_stages`.
 
-    Feature pyramid (``features_only``): 4 levels at reductions 4, 8, 16, 32, each the output of the last
-    stage at that resolution (large: ``blocks.1``, ``blocks.2``, ``blocks.4``, ``blocks.6``, with 24, 40, 112,
-    960 channels at width 1.0; small: ``blocks.0``, ``blocks.1``, ``blocks.3``, ``blocks.5``). timm's feature
-    extractor also returns the stride-2 level of the large model; flexbone's pyramids start at 4. A feature
-    extractor drops ``conv_head``.
+    Feature levels (``features_only``), timm's: 5 levels at reductions 2, 4, 8, 16, 32, each the output of the
+    last stage at that resolution (large: ``blocks.0``, ``blocks.1``, ``blocks.2``, ``blocks.4``, ``blocks.6``,
+    with 16, 24, 40, 112, 960 channels at width 1.0; small: the stem ``act1`` (timm's ``bn1``, which holds
+    the activation there), ``blocks.0``, ``blocks.1``, ``blocks.3``, ``blocks.5``). A feature extractor drops
+    ``conv_head``.
 
     Args:
         stages: the block table (default: MobileNetV3-Large 1.0); ``BlockSpec``s or dicts / tuples of fields.
@@ -561,7 +571,7 @@ class MobileNetV3(V3Head, _MobileNet):
         else:
             self.conv_head, self.act2 = nn.Identity(), nn.Identity()
             self.head_hidden_size = pooled_chs
-        self.num_features = self.head_hidden_size  # the pre-logits width
+        self.num_features = self.trunk_chs  # timm's meaning: the width of forward_features' map
         self.flatten = nn.Flatten(1) if global_pool else nn.Identity()
         self.classifier = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
         self.default_cfg = default_cfg(first_conv="conv_stem", classifier="classifier", interpolation="bicubic")
@@ -623,11 +633,24 @@ VARIANTS: dict[str, tuple[Callable[..., Backbone], dict[str, Any]]] = {
 }
 
 
-def _build(builder: Callable[..., Backbone], variant: dict[str, Any], **kwargs: Any) -> Backbone:
-    return builder(**{**variant, **kwargs})
+# The preprocessing of timm's default weights where it differs from the family's (224, bicubic, crop 0.875):
+# timm's pretrained_cfg, checked against timm in tests/test_contract.py.
+PREPROCESSING: dict[str, dict[str, Any]] = {
+    "mobilenetv3_large_075": dict(interpolation="bilinear"),
+    "mobilenetv3_large_150d": dict(input_size=(3, 256, 256), pool_size=(8, 8), test_input_size=(3, 320, 320),
+                                   interpolation="bilinear", crop_pct=0.95, test_crop_pct=1.0, mean=(0.5, 0.5, 0.5),
+                                   std=(0.5, 0.5, 0.5)),
+}
+
+
+def _build(builder: Callable[..., Backbone], variant: dict[str, Any], preprocessing: dict[str, Any],
+           **kwargs: Any) -> Backbone:
+    model = builder(**{**variant, **kwargs})
+    model.default_cfg.update(preprocessing)
+    return model
 
 
 for _name, (_builder, _variant) in VARIANTS.items():
-    _entry = partial(_build, _builder, _variant)
+    _entry = partial(_build, _builder, _variant, PREPROCESSING.get(_name, {}))
     _entry.model_cls = MobileNetV2 if _builder is _build_mobilenetv2 else MobileNetV3  # lists options on a typo
     register_model(_entry, name=_name, family="mobilenet")

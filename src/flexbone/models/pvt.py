@@ -31,13 +31,14 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
 from ..layers import DropPath, create_classifier
 from ..layers.attention import SpatialReductionAttention
 from ._base import Backbone, default_cfg
-from ._features import FeatureInfo, FeatureStage
+from ._features import FeatureInfo, FeatureStage, feature_take_indices
 from ._registry import register_model
 
 # Block and stage norms of both versions: LayerNorm with eps 1e-6 (the patch embeddings' and the attention's
@@ -163,7 +164,12 @@ class PvtV2Stage(nn.Module):
         if self.downsample is not None:
             x = self.downsample(x)  # (B, C, H, W) -> (B, H/2, W/2, C_out)
         B, H, W, C = x.shape
-        x = _run_blocks(self.blocks, x.reshape(B, H * W, C), (H, W), self.grad_checkpointing and self.training)
+        x = x.reshape(B, H * W, C)
+        for blk in self.blocks:  # a loop over the ModuleList here, not in a helper: TorchScript iterates it
+            if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
+                x = checkpoint(blk, x, (H, W), use_reentrant=False)
+            else:
+                x = blk(x, (H, W))
         x = self.norm(x)
         return x.reshape(B, H, W, C).permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
 
@@ -403,12 +409,16 @@ class PyramidVisionTransformer(Backbone):
         g = self.grid_sizes[i]
         pos = getattr(self, f"pos_embed{i + 1}")
         prefix, pos = pos[:, : -g * g], pos[:, -g * g:]  # the class token's position (last stage) | the grid's
-        if feat_size != (g, g):
+        if torch.jit.is_scripting():
+            resize = feat_size != (g, g)
+        else:  # torch.fx: the size is symbolic, so always resample (a same-size bilinear resample is exact)
+            resize = is_fx_symbolic_tracing() or feat_size != (g, g)
+        if resize:
             C = pos.shape[-1]
             pos = pos.reshape(1, g, g, C).permute(0, 3, 1, 2)  # (1, C, g, g)
             pos = F.interpolate(pos, size=feat_size, mode="bilinear", align_corners=False)
             pos = pos.flatten(2).transpose(1, 2)  # (1, H*W, C)
-        return torch.cat((prefix, pos), dim=1) if prefix.shape[1] else pos
+        return torch.cat((prefix, pos), dim=1) if i == self.num_stages - 1 else pos  # the class token's: last stage
 
     def _stage(self, i: int, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Stage ``i``: ``(B, C_in, H, W)`` -> tokens ``(B, [1 +] h*w, C)`` (the class token first in the last stage)."""
@@ -443,16 +453,26 @@ class PyramidVisionTransformer(Backbone):
         return x if pre_logits else self.head(x)
 
     @torch.jit.unused
-    def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int] | None = None) -> list[torch.Tensor]:
-        """The ``(B, C, H/r, W/r)`` maps of the stages ``indices`` (all by default), shallow to deep."""
-        indices = self.feature_info.with_out_indices(indices).out_indices
-        outputs = []
-        for i in range(max(indices) + 1):
+    def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False,
+                              ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's signature (see :meth:`Backbone.forward_intermediates`): the ``(B, C, H/r, W/r)`` maps of the
+        stages ``indices`` (class token dropped; ``norm`` applies the final norm to the last stage's map), and
+        the normalised tokens of ``forward_features`` unless ``intermediates_only``."""
+        if output_fmt != "NCHW":
+            raise ConfigError(f"PVT v1: output_fmt must be 'NCHW', not {output_fmt!r}")
+        take, max_index = feature_take_indices(self.num_stages, indices)
+        intermediates = []
+        last = max_index if stop_early or intermediates_only else self.num_stages - 1
+        for i in range(last + 1):
             x, feat_size = self._stage(i, x)
-            x = self._to_map(x, feat_size)
-            if i in indices:
-                outputs.append(x)
-        return outputs
+            if i in take:
+                intermediates.append(self._to_map(self.norm(x) if norm and i == self.num_stages - 1 else x, feat_size))
+            if i < self.num_stages - 1:
+                x = self._to_map(x, feat_size)
+        if intermediates_only:
+            return intermediates
+        return (self.norm(x) if last == self.num_stages - 1 else x), intermediates
 
 
 # ---------------------------------------------------------------------------------------- variants

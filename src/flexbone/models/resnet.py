@@ -337,7 +337,8 @@ class ResNet(Backbone):
         net_stride = 1 if stem_type == "small" else 4
         dilation = prev_dilation = 1
         net_num_blocks, net_block_idx = sum(layers), 0
-        stages = []
+        # timm's level 0 is the stem (after its activation, before the pooling); stages follow at 4..32
+        stages = [FeatureStage(inplanes, 1 if stem_type == "small" else 2, "act1")]
         for stage_idx, (planes, num_blocks, drop_block) in enumerate(zip(channels, layers, _drop_blocks(drop_block_rate))):
             stride = 1 if stage_idx == 0 else 2
             if net_stride >= output_stride:  # keep the resolution, grow the receptive field instead
@@ -388,7 +389,7 @@ class ResNet(Backbone):
 
     @property
     def stages(self) -> list[nn.Sequential]:
-        return [self.get_submodule(s.module) for s in self.feature_info]
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         self.num_classes = num_classes
@@ -397,12 +398,12 @@ class ResNet(Backbone):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))  # (B, 3, H, W) -> (B, C, H/4, W/4)
-        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
-            if self.grad_checkpointing and not torch.jit.is_scripting():
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            for stage in self.stages:
                 for blk in stage:
                     x = checkpoint(blk, x, use_reentrant=False)
-            else:
-                x = stage(x)
+        else:  # the stages by name: TorchScript cannot call the modules of a tuple
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return x  # (B, num_features, H/32, W/32)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -473,11 +474,41 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def _build(variant: dict[str, Any], **kwargs: Any) -> ResNet:
-    return ResNet(**{**variant, **kwargs})
+# The preprocessing of timm's default weights for each name (timm's pretrained_cfg), where it differs from
+# default_cfg()'s (224, bilinear, crop 0.875): tests/test_contract.py checks every row against timm.
+_A1 = dict(test_input_size=(3, 288, 288), interpolation="bicubic", crop_pct=0.95, test_crop_pct=1.0)  # RSB A1
+_RA = dict(test_input_size=(3, 288, 288), interpolation="bicubic", test_crop_pct=0.95)  # RandAugment recipes
+_256 = dict(input_size=(3, 256, 256), pool_size=(8, 8), test_input_size=(3, 320, 320), interpolation="bicubic",
+            crop_pct=0.95, test_crop_pct=1.0)
+
+
+def _rs(size: int, test_size: int, crop_pct: float) -> dict[str, Any]:  # ResNet-RS: trained at its own size
+    return dict(input_size=(3, size, size), pool_size=(size // 32, size // 32),
+                test_input_size=(3, test_size, test_size), interpolation="bicubic", crop_pct=crop_pct)
+
+
+PREPROCESSING: dict[str, dict[str, Any]] = {
+    **dict.fromkeys(("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
+                     "resnext101_64x4d", "seresnet50", "seresnext101_32x8d", "resnetaa50", "resnetaa50d"), _A1),
+    **dict.fromkeys(("resnet18d", "resnet26", "resnet26d", "resnet34d", "resnet50d", "resnet200", "resnext50d_32x4d",
+                     "wide_resnet50_2", "seresnet18", "seresnet34", "seresnet101", "seresnet152", "seresnext26d_32x4d",
+                     "seresnext50_32x4d", "resnetblur18", "resnetblur50", "resnetblur50d", "resnetblur101d"), _RA),
+    **dict.fromkeys(("resnet101d", "resnet152d", "resnet200d", "seresnet152d"), _256),
+    "seresnet200d": dict(_256, test_input_size=(3, 288, 288), crop_pct=0.875, test_crop_pct=0.95),
+    "seresnext101_32x4d": dict(interpolation="bicubic"), "seresnext101_64x4d": dict(interpolation="bicubic"),
+    "resnetrs50": _rs(160, 224, 0.91), "resnetrs101": _rs(192, 288, 0.94), "resnetrs152": _rs(256, 320, 1.0),
+    "resnetrs200": _rs(256, 320, 1.0), "resnetrs270": _rs(256, 352, 1.0), "resnetrs350": _rs(288, 384, 1.0),
+    "resnetrs420": _rs(320, 416, 1.0),
+}
+
+
+def _build(variant: dict[str, Any], preprocessing: dict[str, Any], **kwargs: Any) -> ResNet:
+    model = ResNet(**{**variant, **kwargs})
+    model.default_cfg.update(preprocessing)
+    return model
 
 
 for _name, _variant in VARIANTS.items():
-    _entry = partial(_build, _variant)
+    _entry = partial(_build, _variant, PREPROCESSING.get(_name, {}))
     _entry.model_cls = ResNet  # lets create_model list the accepted options on a bad keyword
     register_model(_entry, name=_name, family="resnet")

@@ -197,7 +197,10 @@ class VoVNet(Backbone):
         # OSA stages; the drop-path rate rises linearly from 0 (first block) to drop_path_rate (last)
         total = sum(cfg.block_per_stage)
         rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
-        in_chs, reduction, stages, info = cfg.stem_chs[-1], stem_stride, [], []
+        # timm's level 0: the stride-2 stem output (the second stem conv, or the third at stem_stride 2)
+        stem_level = FeatureStage(cfg.stem_chs[1] if stem_stride == 4 else cfg.stem_chs[2], 2,
+                                  f"stem.{1 if stem_stride == 4 else 2}")
+        in_chs, reduction, stages, info = cfg.stem_chs[-1], stem_stride, [], [stem_level]
         for i, (mid, out, depth) in enumerate(zip(cfg.stage_conv_chs, cfg.stage_out_chs, cfg.block_per_stage)):
             downsample = stem_stride == 2 or i > 0
             reduction *= 2 if downsample else 1
@@ -272,8 +275,8 @@ _TRAINED_288 = dict(test_input_size=(3, 288, 288), test_crop_pct=0.95)
 PREPROCESSING: dict[str, dict[str, Any]] = {
     "ese_vovnet19b_dw": _TRAINED_288,
     "ese_vovnet39b": _TRAINED_288,
-    "ese_vovnet57b": dict(input_size=(3, 256, 256), test_input_size=(3, 320, 320), crop_pct=0.95, test_crop_pct=1.0,
-                          mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+    "ese_vovnet57b": dict(input_size=(3, 256, 256), pool_size=(8, 8), test_input_size=(3, 320, 320), crop_pct=0.95,
+                          test_crop_pct=1.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
 }
 
 
