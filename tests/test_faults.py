@@ -639,6 +639,7 @@ def test_memory_check_false_skips_the_check(capsys, tmp_path, monkeypatch):
                  "--train.output_dir", str(tmp_path)]) == 0
 
 
+@pytest.mark.slow
 def test_the_digits_form_of_the_sandwich_recipe_fits_and_trains(capsys, tmp_path):
     from flexbone.config import load_recipe
     from flexbone.models import create_model
