@@ -233,8 +233,8 @@ def _fit_predictor(args, supernet, space, costs, calib_loader, eval_loader, img_
             rng = random.Random(args.seed)
             many = [space.sample(rng) for _ in range(args.pretrain_configs)]
             predictor.pretrain(many, {k: [costs[k](c) for c in many] for k in ("macs", "params")},
-                               steps=args.predictor_steps, seed=args.seed)
-        predictor.fit(cfgs, [r["top1"] for r in rows], steps=args.predictor_steps, seed=args.seed)
+                               steps=args.predictor_steps, seed=args.seed, progress=progress)
+        predictor.fit(cfgs, [r["top1"] for r in rows], steps=args.predictor_steps, seed=args.seed, progress=progress)
     predictor.save(tmp / "predictor.safetensors")
     return predictor
 

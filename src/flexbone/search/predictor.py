@@ -19,11 +19,13 @@ parameters of thousands of configurations - then fine-tunes it on the few measur
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import sys
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -62,16 +64,8 @@ class AccuracyPredictor(nn.Module):
     def predict_genes(self, genes: np.ndarray) -> np.ndarray:
         """Predicted accuracy of rows of genes (:class:`~.encoding.GeneLayout`), one batched forward."""
         x = torch.from_numpy(self.layout.encode(genes))
-        if len(x) > 4096:
+        with _one_thread(len(x) <= 4096):
             return self(x).double().numpy()
-        # a generation (100 rows) is a few hundred microseconds of work: more threads only wait for each other,
-        # and on a busy machine they wait a lot (10x slower measured with 2 threads under load)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return self(x).double().numpy()
-        finally:
-            torch.set_num_threads(threads)
 
     def predict(self, cfgs: Sequence[SubnetConfig]) -> np.ndarray:
         """Predicted accuracy of each configuration."""
@@ -79,7 +73,8 @@ class AccuracyPredictor(nn.Module):
 
     # ---------------------------------------------------------------------------------- training
     def pretrain(self, cfgs: Sequence[SubnetConfig], proxies: Mapping[str, Sequence[float]] | np.ndarray,
-                 steps: int = 1000, lr: float = 1e-3, batch_size: int = 256, seed: int = 0) -> float:
+                 steps: int = 1000, lr: float = 1e-3, batch_size: int = 256, seed: int = 0,
+                 progress: bool = False) -> float:
         """FBNetV3: train the trunk to predict proxy targets of ``cfgs`` (columns normalised to zero mean and
         unit variance), through a temporary linear head. Returns the final training MSE (normalised units)."""
         if isinstance(proxies, Mapping):
@@ -95,12 +90,12 @@ class AccuracyPredictor(nn.Module):
             torch.manual_seed(seed)
             proxy_head = nn.Linear(self.hidden, y.shape[1])
         loss = _train(nn.Sequential(self.trunk, proxy_head), self.layout.encode_configs(cfgs), y, steps, lr,
-                      batch_size, seed)
+                      batch_size, seed, progress=progress and "pre-training predictor")
         self.info["pretrained"] = {"proxies": names, "configs": len(cfgs), "steps": steps, "mse": loss}
         return loss
 
     def fit(self, cfgs: Sequence[SubnetConfig], accuracy: Sequence[float], steps: int = 1000, lr: float = 1e-3,
-            batch_size: int = 64, weight_decay: float = 1e-4, seed: int = 0) -> float:
+            batch_size: int = 64, weight_decay: float = 1e-4, seed: int = 0, progress: bool = False) -> float:
         """Fit to measured accuracies: a fresh head that outputs their mean (zero weight, bias = mean), then the
         whole MLP trained (Adam, MSE, cosine learning rate). Returns the final training MSE in the units of ``accuracy``."""
         y = np.asarray(accuracy, dtype=np.float64)
@@ -114,7 +109,7 @@ class AccuracyPredictor(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         loss = _train(self, self.layout.encode_configs(cfgs), (y[:, None] - mean) / std, steps, lr, batch_size, seed,
-                      weight_decay)
+                      weight_decay, progress=progress and "fitting predictor")
         with torch.no_grad():  # fold the standardisation into the head: outputs in the units of `accuracy`
             self.head.weight.mul_(std)
             self.head.bias.mul_(std).add_(mean)
@@ -166,6 +161,20 @@ class AccuracyPredictor(nn.Module):
         return model.eval()
 
 
+@contextlib.contextmanager
+def _one_thread(enabled: bool = True) -> Iterator[None]:
+    """Torch on one thread inside the block. The predictor's work comes in small pieces (a generation of 100 rows,
+    a minibatch of 64): a few hundred microseconds each, in which more threads only wait for each other - and on
+    a busy machine they wait a lot (10x slower measured with 2 threads on a loaded 2-core machine)."""
+    threads = torch.get_num_threads()
+    if enabled:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _check_rows(cfgs: Sequence[SubnetConfig], y: np.ndarray) -> None:
     if len(cfgs) < 2 or len(cfgs) != len(y):
         raise ConfigError(f"fitting needs at least 2 configurations with one target each, got {len(cfgs)} "
@@ -175,18 +184,26 @@ def _check_rows(cfgs: Sequence[SubnetConfig], y: np.ndarray) -> None:
 
 
 def _train(model: nn.Module, x: np.ndarray, y: np.ndarray, steps: int, lr: float, batch_size: int, seed: int,
-           weight_decay: float = 0.0) -> float:
-    """Adam on the MSE, ``steps`` minibatches drawn by a seeded permutation; returns the last full-data MSE."""
+           weight_decay: float = 0.0, progress: str | bool = False) -> float:
+    """Adam on the MSE, ``steps`` minibatches drawn by a seeded permutation; returns the last full-data MSE.
+    ``progress``: the label of a progress bar (none if false)."""
     xt, yt = torch.from_numpy(x), torch.from_numpy(np.asarray(y, dtype=np.float32)).reshape(len(x), -1)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
     g = torch.Generator().manual_seed(seed)
     batch_size = min(batch_size, len(x))
-    order, pos = torch.randperm(len(x), generator=g), 0
+    with _one_thread():
+        return _train_steps(model, xt, yt, opt, sched, g, steps, batch_size, progress)
+
+
+def _train_steps(model, xt, yt, opt, sched, g, steps, batch_size, progress) -> float:
+    from tqdm.auto import tqdm
+
+    order, pos = torch.randperm(len(xt), generator=g), 0
     model.train()
-    for _ in range(steps):
-        if pos + batch_size > len(x):
-            order, pos = torch.randperm(len(x), generator=g), 0
+    for _ in tqdm(range(steps), desc=str(progress), unit="step", disable=not progress, file=sys.stderr, leave=False):
+        if pos + batch_size > len(xt):
+            order, pos = torch.randperm(len(xt), generator=g), 0
         idx = order[pos:pos + batch_size]
         pos += batch_size
         loss = nn.functional.mse_loss(model(xt[idx]).reshape(len(idx), -1), yt[idx])
@@ -196,7 +213,7 @@ def _train(model: nn.Module, x: np.ndarray, y: np.ndarray, steps: int, lr: float
         sched.step()
     model.eval()
     with torch.no_grad():
-        return float(nn.functional.mse_loss(model(xt).reshape(len(x), -1), yt))
+        return float(nn.functional.mse_loss(model(xt).reshape(len(xt), -1), yt))
 
 
 def read_subnets_csv(path: str | os.PathLike, space: SearchSpace | None = None) -> tuple[list[SubnetConfig], list[float]]:
