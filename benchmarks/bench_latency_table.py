@@ -44,20 +44,21 @@ HERE = Path(__file__).resolve().parent
 SUPERNET = "ofa_mbv3_d234_e346_k357_w1.0"
 
 
-def compare(net, backend: str, statistic: str, args: argparse.Namespace) -> dict[str, Any]:
+def compare(net, backend: str, statistic: str, clock: str, args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     table = LatencyTable.build(net, backend=backend, batch_size=1, threads=args.threads, resolutions=args.resolutions,
-                               progress=True, warmup=args.warmup, repeats=args.table_repeats, statistic=statistic)
+                               progress=True, warmup=args.warmup, repeats=args.table_repeats, statistic=statistic,
+                               clock=clock)
     build_s = time.perf_counter() - start
     measure = MeasuredLatency(net, backend=backend, batch_size=1, threads=args.threads, warmup=args.warmup,
-                              repeats=args.repeats, statistic=statistic)
+                              repeats=args.repeats, statistic=statistic, clock=clock)
     rng = random.Random(args.seed)
     rows = []
     for i in range(args.n):
         cfg = net.space.sample(rng).replace(resolution=args.resolutions[i % len(args.resolutions)])
         rows.append(dict(config=cfg.to_json(), resolution=cfg.resolution, predicted_ms=table.predict(cfg),
                          measured_ms=measure(cfg)))
-        print(f"  {backend} {statistic} {i + 1}/{args.n}: r={cfg.resolution} predicted {rows[-1]['predicted_ms']:.2f} ms, "
+        print(f"  {backend} {statistic} {clock} {i + 1}/{args.n}: r={cfg.resolution} predicted {rows[-1]['predicted_ms']:.2f} ms, "
               f"measured {rows[-1]['measured_ms']:.2f} ms", flush=True)
 
     def summary(sel: list[dict[str, Any]]) -> dict[str, Any]:
@@ -69,7 +70,7 @@ def compare(net, backend: str, statistic: str, args: argparse.Namespace) -> dict
                     measured_ms_range=[min(meas), max(meas)])
 
     per_res = {r: summary([row for row in rows if row["resolution"] == r]) for r in args.resolutions}
-    return dict(backend=backend, statistic=statistic, table_build_s=build_s, parts_timed=table.info["parts_timed"], table_info=table.info,
+    return dict(backend=backend, statistic=statistic, clock=clock, table_build_s=build_s, parts_timed=table.info["parts_timed"], table_info=table.info,
                 overall=summary(rows), per_resolution=per_res, rows=rows)
 
 
@@ -93,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backends", nargs="+", choices=("torch", "onnxruntime"), default=["torch"])
     p.add_argument("--statistics", nargs="+", choices=("median", "min"), default=["median", "min"],
                    help="of the timed calls, for table and measurement alike (default: both, one run each)")
+    p.add_argument("--clocks", nargs="+", choices=("wall", "cpu"), default=["wall"],
+                   help="wall and/or cpu (process CPU time; --threads 1 only), for table and measurement alike")
     p.add_argument("--resolutions", type=int, nargs="+", default=[160, 192, 224])
     p.add_argument("--n", type=int, default=36, help="random sub-networks compared (default 36)")
     p.add_argument("--threads", type=int, default=2)
@@ -108,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     started = datetime.datetime.now(datetime.timezone.utc)
     net = flexbone.create_model(SUPERNET).eval()
-    results = [compare(net, b, st, args) for b in args.backends for st in args.statistics]
+    results = [compare(net, b, st, c, args) for b in args.backends for c in args.clocks for st in args.statistics]
     speed = macs_speed(args.macs_configs, args.seed)
     load_after = os.getloadavg()
 
@@ -118,10 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for res in results:
         for label, s in [("all", res["overall"])] + [(str(r), s) for r, s in res["per_resolution"].items()]:
-            rows.append([res["backend"], res["statistic"], label, s["n"], None if s["spearman_rho"] is None else round(s["spearman_rho"], 3),
+            rows.append([res["backend"], res["clock"], res["statistic"], label, s["n"], None if s["spearman_rho"] is None else round(s["spearman_rho"], 3),
                          round(s["mape_pct"], 1), round(s["bias_pct"], 1),
                          f"{s['measured_ms_range'][0]:.2f}-{s['measured_ms_range'][1]:.2f}"])
-    builds = "; ".join(f"{r['backend']} ({r['statistic']}): {r['parts_timed']} parts in {r['table_build_s']:.0f} s"
+    builds = "; ".join(f"{r['backend']} ({r['clock']}, {r['statistic']}): {r['parts_timed']} parts in {r['table_build_s']:.0f} s"
                        for r in results)
     md = "\n".join([
         *report_header("Latency lookup table vs measured latency (OFA-MobileNetV3 w1.0, batch 1)", env, args.threads,
@@ -131,9 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         f"timed calls per part; {builds}. Measured: {args.n} random sub-networks (seed {args.seed}, resolutions in "
         f"turn), each extracted and timed with {args.warmup} warm-up and {args.repeats} timed calls. Statistic: the "
         f"median of the timed calls, or their minimum (the call least disturbed by other processes), the same for "
-        f"table and measurement. fp32, batch 1, {args.threads} threads. Targets (issue 15): rho >= 0.9, error <= 10%.",
+        f"table and measurement. Clock: wall time, or this process's CPU time (one thread only: time spent waiting "
+        f"for other processes does not count). fp32, batch 1, {args.threads} threads. Targets (issue 15): rho >= 0.9, error <= 10%.",
         "",
-        format_markdown(["backend", "statistic", "resolution", "n", "Spearman rho", "mean abs error %", "bias %",
+        format_markdown(["backend", "clock", "statistic", "resolution", "n", "Spearman rho", "mean abs error %", "bias %",
                          "measured ms (min-max)"], rows),
         "",
         "Bias: mean of (predicted - measured) / measured; negative = the table predicts less than a whole network "

@@ -84,13 +84,14 @@ def test_latency_cost_from_table_or_measured(net, table):
     measured = build_costs(net, ["latency"])["latency"]
     assert isinstance(measured, MeasuredLatency)
     active = net.set_active(net.space.sample(1))
-    ms = MeasuredLatency(net, **FAST)(net.space.min())
+    ms = MeasuredLatency(net, clock="cpu", **FAST)(net.space.min())
     assert ms > 0 and net.active_config == active  # the supernet's active sub-network is restored
 
 
 def test_onnxruntime_backend(net):
     sub = net.extract(net.space.min())
     assert time_module(sub, (3, 16, 16), backend="onnxruntime", **FAST) > 0
+    assert time_module(sub, (3, 16, 16), backend="onnxruntime", clock="cpu", **FAST) > 0
     assert MeasuredLatency(net, backend="onnxruntime", **FAST)(net.space.min()) > 0
 
 
@@ -99,10 +100,11 @@ def test_onnxruntime_backend(net):
     (dict(batch_size=0), "batch_size"), (dict(threads=0), "threads"), (dict(repeats=0), "repeats"),
     (dict(dtype="int8"), "unknown dtype"), (dict(backend="onnxruntime", dtype="bf16"), "fp32"),
     (dict(statistic="mean"), "unknown timing statistic 'mean'; choose from median, min"),
+    (dict(clock="tsc"), "unknown clock"), (dict(clock="cpu", threads=2), "only with one thread"),
 ])
 def test_timing_options_are_checked(kwargs, match):
     options = dict(backend="torch", batch_size=1, threads=1, dtype="fp32", warmup=0, repeats=1,
-                   statistic="median") | kwargs
+                   statistic="median", clock="wall") | kwargs
     with pytest.raises(ConfigError, match=match):
         check_timing_options(**options)
 

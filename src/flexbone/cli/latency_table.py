@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--statistic", choices=("median", "min"), default="median",
                    help="of the timed calls per part: median (default) or min (the least disturbed call, for a "
                         "machine busy with other work)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall (default) or cpu: this process's CPU time, which other processes cannot inflate "
+                        "(--threads 1 only)")
     p.add_argument("--out", type=Path, required=True, help="JSON file to write")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -69,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from ..search.latency import LatencyTable, check_resolutions, check_timing_options
 
     check_timing_options(args.backend, args.batch_size, args.threads, args.dtype, args.warmup, args.repeats,
-                         args.channels_last, args.statistic)
+                         args.channels_last, args.statistic, args.clock)
     check_writable(args.out)
     net = create_model(args.supernet, num_classes=args.num_classes)
     if not hasattr(net, "space"):
@@ -85,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         table = LatencyTable.build(net, backend=args.backend, batch_size=args.batch_size, threads=args.threads,
                                    resolutions=resolutions, progress=not args.no_progress, dtype=args.dtype,
                                    channels_last=args.channels_last, warmup=args.warmup, repeats=args.repeats,
-                                   statistic=args.statistic)
+                                   statistic=args.statistic, clock=args.clock)
     table.save(args.out)
     lo, hi = (resolutions[0], resolutions[-1]) if net.space.resolution else (None, None)
     print(f"timed {table.info['parts_timed']} parts in {time.perf_counter() - start:.0f} s on {table.info['device']}; "

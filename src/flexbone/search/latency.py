@@ -38,6 +38,9 @@ BACKENDS = ("torch", "onnxruntime")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 FORMAT = "flexbone-latency-table/1"
 STATISTICS = ("median", "min")  # of the timed calls: the typical call, or the least disturbed one (a busy machine)
+# wall: elapsed time; cpu: this process's CPU time, which other processes cannot inflate - the latency the call would
+# have on an idle machine, for one thread only (with several, it sums the threads' times)
+CLOCKS = ("wall", "cpu")
 
 
 # ------------------------------------------------------------------------------------------ timing
@@ -54,8 +57,14 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 
 def check_timing_options(backend: str, batch_size: int, threads: int | None, dtype: str, warmup: int,
-                         repeats: int, channels_last: bool = False, statistic: str = "median") -> None:
+                         repeats: int, channels_last: bool = False, statistic: str = "median",
+                         clock: str = "wall") -> None:
     """Refuse impossible timing settings with one line each (before any work)."""
+    if clock not in CLOCKS:
+        raise ConfigError(f"unknown clock {clock!r}; choose from {', '.join(CLOCKS)}")
+    if clock == "cpu" and threads != 1:
+        raise ConfigError("the cpu clock measures a call's latency only with one thread (it sums the CPU time of all "
+                          "threads): use threads=1, or the wall clock")
     if statistic not in STATISTICS:
         raise ConfigError(f"unknown timing statistic {statistic!r}; choose from {', '.join(STATISTICS)}")
     if backend not in BACKENDS:
@@ -72,20 +81,22 @@ def check_timing_options(backend: str, batch_size: int, threads: int | None, dty
     check_range("repeats", repeats, 1)
 
 
-def _time_ms(run: Callable[[], Any], warmup: int, repeats: int, statistic: str = "median") -> float:
+def _time_ms(run: Callable[[], Any], warmup: int, repeats: int, statistic: str = "median",
+             clock: str = "wall") -> float:
+    timer = time.perf_counter if clock == "wall" else time.process_time
     for _ in range(warmup):
         run()
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = timer()
         run()
-        times.append(time.perf_counter() - start)
+        times.append(timer() - start)
     return (statistics.median(times) if statistic == "median" else min(times)) * 1e3
 
 
 def time_module(module: nn.Module, in_shape: tuple[int, ...], *, backend: str = "torch", batch_size: int = 1,
                 threads: int | None = None, dtype: str = "fp32", channels_last: bool = False, warmup: int = 5,
-                repeats: int = 20, statistic: str = "median") -> float:
+                repeats: int = 20, statistic: str = "median", clock: str = "wall") -> float:
     """Median (``statistic='min'``: shortest) latency in ms of ``module`` (eval mode) on a random batch.
 
     ``backend='torch'``: eager forward passes under ``torch.inference_mode()`` with ``threads`` intra-op threads,
@@ -94,21 +105,23 @@ def time_module(module: nn.Module, in_shape: tuple[int, ...], *, backend: str = 
     ``intra_op_num_threads=threads`` (fp32). Each timed call is one batch; the median of ``repeats`` calls after
     ``warmup`` untimed ones. On a machine shared with other work, ``'min'`` is the call least disturbed by them:
     a whole network, longer than one time slice, is interrupted far more often than one of its blocks.
+    ``clock='cpu'`` (one thread only) times each call by this process's CPU time instead of the wall clock: time
+    spent waiting for other processes does not count.
     """
-    check_timing_options(backend, batch_size, threads, dtype, warmup, repeats, channels_last, statistic)
+    check_timing_options(backend, batch_size, threads, dtype, warmup, repeats, channels_last, statistic, clock)
     module = module.eval()
     x = torch.randn(batch_size, *in_shape)
     if backend == "onnxruntime":
-        return _time_onnxruntime(module, x, threads, warmup, repeats, statistic)
+        return _time_onnxruntime(module, x, threads, warmup, repeats, statistic, clock)
     fmt = torch.channels_last if channels_last and x.dim() == 4 else torch.contiguous_format
     module = module.to(dtype=DTYPES[dtype], memory_format=fmt)
     x = x.to(dtype=DTYPES[dtype], memory_format=fmt)
     with torch_threads(threads), torch.inference_mode():
-        return _time_ms(lambda: module(x), warmup, repeats, statistic)
+        return _time_ms(lambda: module(x), warmup, repeats, statistic, clock)
 
 
 def _time_onnxruntime(module: nn.Module, x: torch.Tensor, threads: int | None, warmup: int, repeats: int,
-                      statistic: str) -> float:
+                      statistic: str, clock: str) -> float:
     import warnings
 
     import onnxruntime as ort
@@ -124,17 +137,18 @@ def _time_onnxruntime(module: nn.Module, x: torch.Tensor, threads: int | None, w
         options.inter_op_num_threads = 1
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     feed = {"x": x.numpy()}
-    return _time_ms(lambda: session.run(None, feed), warmup, repeats, statistic)
+    return _time_ms(lambda: session.run(None, feed), warmup, repeats, statistic, clock)
 
 
 def _where_measured(backend: str, batch_size: int, threads: int | None, dtype: str, channels_last: bool,
-                    warmup: int, repeats: int, statistic: str) -> dict[str, Any]:
+                    warmup: int, repeats: int, statistic: str, clock: str) -> dict[str, Any]:
     from .. import __version__
     from ..bench.throughput import cpu_name
 
     info: dict[str, Any] = dict(
         backend=backend, batch_size=batch_size, threads=threads or torch.get_num_threads(), dtype=dtype,
-        channels_last=channels_last, warmup=warmup, repeats=repeats, statistic=statistic, device=cpu_name(),
+        channels_last=channels_last, warmup=warmup, repeats=repeats, statistic=statistic, clock=clock,
+        device=cpu_name(),
         cpu_count=os.cpu_count(), torch_version=torch.__version__, flexbone_version=__version__,
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
@@ -157,11 +171,12 @@ class MeasuredLatency:
 
     def __init__(self, supernet: nn.Module, *, backend: str = "torch", batch_size: int = 1,
                  threads: int | None = None, dtype: str = "fp32", channels_last: bool = False, warmup: int = 5,
-                 repeats: int = 20, statistic: str = "median", img_size: int | None = None):
-        check_timing_options(backend, batch_size, threads, dtype, warmup, repeats, channels_last, statistic)
+                 repeats: int = 20, statistic: str = "median", clock: str = "wall", img_size: int | None = None):
+        check_timing_options(backend, batch_size, threads, dtype, warmup, repeats, channels_last, statistic, clock)
         self.supernet = supernet
         self.settings = dict(backend=backend, batch_size=batch_size, threads=threads, dtype=dtype,
-                             channels_last=channels_last, warmup=warmup, repeats=repeats, statistic=statistic)
+                             channels_last=channels_last, warmup=warmup, repeats=repeats, statistic=statistic,
+                             clock=clock)
         self._parts = SubnetParts(supernet, img_size=img_size)
 
     def __call__(self, cfg: SubnetConfig) -> float:
@@ -205,10 +220,10 @@ class LatencyTable:
     def build(cls, supernet: nn.Module, backend: str = "torch", batch_size: int = 1, threads: int | None = None,
               resolutions: Iterable[int] | None = None, progress: bool = True, *, dtype: str = "fp32",
               channels_last: bool = False, warmup: int = 3, repeats: int = 10,
-              statistic: str = "median") -> "LatencyTable":
+              statistic: str = "median", clock: str = "wall") -> "LatencyTable":
         """Time every part the space's sub-networks can have, at every resolution in ``resolutions`` (default
         :func:`default_resolutions`; the input size for a space without resolutions), once each."""
-        check_timing_options(backend, batch_size, threads, dtype, warmup, repeats, channels_last, statistic)
+        check_timing_options(backend, batch_size, threads, dtype, warmup, repeats, channels_last, statistic, clock)
         resolutions = check_resolutions(supernet.space, resolutions)
         splitter = SubnetParts(supernet)
         todo = splitter.cover(resolutions)
@@ -223,13 +238,13 @@ class LatencyTable:
                 module = splitter.module(part.key)
                 entries.setdefault(part.key, {})[_size_key(part.in_shape)] = time_module(
                     module, part.in_shape, backend=backend, batch_size=batch_size, threads=threads, dtype=dtype,
-                    channels_last=channels_last, warmup=warmup, repeats=repeats, statistic=statistic)
+                    channels_last=channels_last, warmup=warmup, repeats=repeats, statistic=statistic, clock=clock)
                 if bar is not None:
                     bar.update()
         finally:
             if bar is not None:
                 bar.close()
-        info = _where_measured(backend, batch_size, threads, dtype, channels_last, warmup, repeats, statistic)
+        info = _where_measured(backend, batch_size, threads, dtype, channels_last, warmup, repeats, statistic, clock)
         info.update(parts_timed=len(todo), num_classes=supernet.num_classes, in_chans=supernet.in_chans)
         table = cls(supernet.space, resolutions, entries, info, supernet=getattr(supernet, "name", ""))
         table._parts = splitter
