@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
 from ..layers.drop import DropPath
@@ -28,7 +29,7 @@ from .vit import Mlp, PatchEmbed, _take_indices
 # -------------------------------------------------------------------------------------------- blocks
 def window_partition(x: torch.Tensor, win: tuple[int, int]) -> torch.Tensor:
     """``(B, H, W, C) -> (B * num_windows, win_h, win_w, C)``."""
-    B, H, W, C = x.shape
+    B, H, W, C = x.shape[0], x.shape[1], x.shape[2], x.shape[3]  # indexing, not unpacking: torch.fx traces it
     x = x.view(B, H // win[0], win[0], W // win[1], win[1], C)
     return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, win[0], win[1], C)
 
@@ -69,7 +70,7 @@ class WindowAttention(nn.Module):
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        B_, N, C = x.shape  # (B * windows, tokens per window, C)
+        B_, N = x.shape[0], x.shape[1]  # (B * windows, tokens per window, C)
         q, k, v = self.qkv(x).reshape(B_, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
         attn = (q * self.scale) @ k.transpose(-2, -1)
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(N, N, -1)
@@ -119,7 +120,7 @@ class SwinBlock(nn.Module):
         return diff.masked_fill(diff != 0, -100.0).masked_fill(diff == 0, 0.0)
 
     def _attn(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x.shape
+        H, W, C = x.shape[1], x.shape[2], x.shape[3]
         shifted = any(self.shift_size)
         if shifted:
             x = torch.roll(x, shifts=(-self.shift_size[0], -self.shift_size[1]), dims=(1, 2))
@@ -133,7 +134,7 @@ class SwinBlock(nn.Module):
         return torch.roll(x, shifts=self.shift_size, dims=(1, 2)) if shifted else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x.shape
+        B, H, W, C = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
         x = x + self.drop_path1(self._attn(self.norm1(x)))
         x = x.reshape(B, -1, C)
         x = x + self.drop_path2(self.mlp(self.norm2(x)))
@@ -149,9 +150,9 @@ class PatchMerging(nn.Module):
         self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x.shape
-        x = nn.functional.pad(x, (0, 0, 0, W % 2, 0, H % 2))
-        _, H, W, _ = x.shape
+        B, C = x.shape[0], x.shape[3]
+        x = nn.functional.pad(x, (0, 0, 0, x.shape[2] % 2, 0, x.shape[1] % 2))
+        H, W = x.shape[1], x.shape[2]
         x = x.reshape(B, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 4, 2, 5).flatten(3)  # timm's channel order
         return self.reduction(self.norm(x))
 
@@ -255,13 +256,13 @@ class SwinTransformer(Backbone):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)  # (B, H/4, W/4, C)
-        for stage in self.layers:
-            if self.grad_checkpointing and self.training:
+        if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
+            for stage in self.layers:
                 x = stage.downsample(x)
                 for blk in stage.blocks:
-                    x = torch.utils.checkpoint.checkpoint(blk, x, use_reentrant=False)
-            else:
-                x = stage(x)
+                    x = checkpoint(blk, x, use_reentrant=False)
+        else:
+            x = self.layers(x)
         return self.norm(x)  # (B, H/32, W/32, C)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
 from ..layers.drop import DropPath
@@ -43,10 +44,15 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size)
         self.norm = norm_layer(embed_dim) if norm_layer else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.strict_img_size and tuple(x.shape[-2:]) != self.img_size:
+    @torch.jit.unused
+    def _check_size(self, x: torch.Tensor) -> None:
+        if self.strict_img_size and not isinstance(x, torch.fx.Proxy) and tuple(x.shape[-2:]) != self.img_size:
             raise ConfigError(f"input size {tuple(x.shape[-2:])} does not match the model's img_size {self.img_size} "
                               f"(create the model with img_size={x.shape[-1]})")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():
+            self._check_size(x)
         x = self.proj(x).permute(0, 2, 3, 1)  # (B, D, H/p, W/p) -> (B, H/p, W/p, D)
         if self.output_fmt == "nlc":
             x = x.flatten(1, 2)
@@ -78,11 +84,11 @@ class Attention(nn.Module):
         self.proj, self.proj_drop = nn.Linear(dim, dim), nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, C = x.shape
+        B, N = x.shape[0], x.shape[1]  # (indexing, not unpacking: torch.fx traces it)
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # (B, heads, N, head_dim) each
         x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
-        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, -1)))
 
 
 class Block(nn.Module):
@@ -196,9 +202,11 @@ class VisionTransformer(Backbone):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self._embed(x)
-        for blk in self.blocks:
-            x = torch.utils.checkpoint.checkpoint(blk, x, use_reentrant=False) if (
-                self.grad_checkpointing and self.training) else blk(x)
+        if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
+            for blk in self.blocks:
+                x = checkpoint(blk, x, use_reentrant=False)
+        else:
+            x = self.blocks(x)
         return self.norm(x)  # (B, 1 + N, D)
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -238,6 +246,10 @@ class VisionTransformer(Backbone):
         if intermediates_only:
             return inter
         return self.norm(x), inter
+
+    def as_features(self, out_indices: Sequence[int] | int | None = None) -> "VisionTransformer":
+        """``features_only``: the last three blocks by default, as timm's ViT feature extractor."""
+        return super().as_features(3 if out_indices is None else out_indices)
 
     def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> list[int]:
