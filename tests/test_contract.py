@@ -348,3 +348,18 @@ def test_backward_reaches_every_parameter(family, name):
 def test_composite_refuses_num_classes():
     with pytest.raises(ConfigError, match="num_classes"):
         flexbone.create_model("cb_resnet18", num_classes=42)
+
+
+@pytest.mark.parametrize("name", ["resnet18"] + [n for _, n in ALL_CASES if hasattr(meta_model(n), "set_active")])
+def test_forward_intermediates_with_grad_checkpointing_runs_the_same_modules(name):
+    """Checkpointing per block must not run blocks the forward skips (a supernet's inactive depth)."""
+    model = flexbone.create_model(name).train()
+    if hasattr(model, "set_active"):
+        model.set_active(model.space.min())
+    x = _small_input(name)
+    torch.manual_seed(0)
+    plain = model.forward_intermediates(x, intermediates_only=True)
+    model.set_grad_checkpointing(True)
+    torch.manual_seed(0)
+    checkpointed = model.forward_intermediates(x, intermediates_only=True)
+    assert _diff(checkpointed, plain) == 0

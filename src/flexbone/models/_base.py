@@ -150,11 +150,13 @@ class Backbone(nn.Module):
         raise RuntimeError(f"{type(self).__name__}: feature module {last!r} not found among its children")
 
     def _run_step(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and self.training and isinstance(module, nn.Sequential):
-            for block in module:  # per block, as timm's checkpoint_seq
+        if not (self.grad_checkpointing and self.training) or not any(True for _ in module.parameters()):
+            return module(x)
+        if type(module) is nn.Sequential:  # per block, as timm's checkpoint_seq (a subclass may skip blocks)
+            for block in module:
                 x = checkpoint(block, x, use_reentrant=False)
             return x
-        return module(x)
+        return checkpoint(module, x, use_reentrant=False)
 
     @torch.jit.unused
     def forward_intermediates(
