@@ -350,7 +350,7 @@ def test_composite_refuses_num_classes():
         flexbone.create_model("cb_resnet18", num_classes=42)
 
 
-@pytest.mark.parametrize("name", ["resnet18"] + [n for _, n in ALL_CASES if hasattr(meta_model(n), "set_active")])
+@pytest.mark.parametrize("name", ["resnet18"] + [n for _, n in ALL_CASES if hasattr(meta_model(n), "space")])
 def test_forward_intermediates_with_grad_checkpointing_runs_the_same_modules(name):
     """Checkpointing per block must not run blocks the forward skips (a supernet's inactive depth)."""
     model = flexbone.create_model(name).train()
