@@ -293,7 +293,7 @@ def _using_every_parameter(model: Backbone) -> Backbone:
     """A supernet at the configuration whose forward uses every parameter: every block at its largest depth,
     expansion and width, and the smallest kernel (which derives from the largest through every kernel
     transform); a static model as it is."""
-    if hasattr(model, "set_active"):
+    if hasattr(model, "space"):
         model.set_active(dataclasses.replace(model.space.max(), kernel=model.space.min().kernel))
     return model
 
@@ -301,7 +301,7 @@ def _using_every_parameter(model: Backbone) -> Backbone:
 def _static(model: Backbone) -> Backbone:
     """A supernet's static sub-network at its active configuration (what FX and TorchScript users deploy: the
     supernet's own forward slices weights by the active configuration in Python); any other model itself."""
-    if not hasattr(model, "set_active"):
+    if not hasattr(model, "space"):
         return model
     model.set_active(model.space.min())
     return model.extract()
