@@ -11,7 +11,6 @@ from typing import Callable
 import torch
 import torch.fx
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .activations import create_act
 from .norm import BatchNorm2d
@@ -36,29 +35,11 @@ class BatchNormAct2d(BatchNorm2d):
         self.act = create_act(act_layer, inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_scripting():  # TorchScript cannot call a base-class method: torch's op written out
-            return self.act(self._batch_norm_scripted(x))
+        if torch.jit.is_scripting():  # TorchScript cannot call super(): BatchNorm2d's plain path
+            return self.act(self._forward_plain(x))
         if isinstance(x, torch.fx.Proxy):
             # torch.fx tracing: one call of this module (norm and act) in the graph, a leaf as torch's BN is
             tracer = x.tracer
             return tracer.create_proxy("call_module", tracer.path_of_module(self), (x,), {})
         return self.act(super().forward(x))
 
-    def _batch_norm_scripted(self, x: torch.Tensor) -> torch.Tensor:
-        """``nn.BatchNorm2d.forward`` (training statistics included) in a form TorchScript compiles."""
-        momentum = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-            momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
-        keep_stats = not self.training or self.track_running_stats
-        return F.batch_norm(x, self.running_mean if keep_stats else None, self.running_var if keep_stats else None,
-                            self.weight, self.bias, use_batch_stats, momentum, self.eps)
-
-    def _normalise_in_place(self, x: torch.Tensor) -> bool:
-        return self.fresh_input and super()._normalise_in_place(x)
-
-
-def batchnorm_act(act_layer: str | Callable | None = "relu", **kwargs) -> Callable[[int], nn.Module]:
-    """A factory ``norm_layer(num_features)`` of :class:`BatchNormAct2d` with the given activation."""
-    return lambda num_features: BatchNormAct2d(num_features, act_layer=act_layer, **kwargs)
