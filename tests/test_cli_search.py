@@ -59,7 +59,7 @@ def test_search_finds_checks_and_saves_a_subnet_per_budget(tmp_path, trained, ca
     budgets = [f"macs={macs_limit / 1e6:.4f}M", f"latency=1s,params={params_limit / 1e3:.3f}K"]
     out = tmp_path / "found"
     args = ["--checkpoint", str(trained), "--n", "4", "--budget", budgets[0], "--budget", budgets[1]]
-    assert _search(out, *args) == 0
+    assert _search(out, *args, "--pretrain") == 0
     found = _rows(out / "search.csv")
     assert len(found) == 2 and len(_rows(out / "subnets.csv")) == 4
     # the measured top-1 is that of the saved sub-network, reloaded and evaluated here on the test digits

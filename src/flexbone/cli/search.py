@@ -2,8 +2,8 @@
 of a trained supernet for each budget, checked for real.
 
 Stages (each with a progress bar): evaluate ``--n`` sampled sub-networks (as ``flexbone subnets``: BN
-recalibrated, extracted, evaluated) and fit the accuracy predictor on them, pre-trained on the MACs and
-parameters of a few thousand configurations (FBNetV3) - unless ``--predictor`` gives one; build the latency
+recalibrated, extracted, evaluated) and fit the accuracy predictor on them (``--pretrain``: first pre-trained on
+the MACs and parameters of a few thousand configurations, FBNetV3) - unless ``--predictor`` gives one; build the latency
 table on this machine if a budget limits latency and ``--latency-table`` gives none; search every budget
 (evolution, :mod:`flexbone.search.evolution`); then check each found sub-network: BN recalibration, evaluation on
 the data, latency measured by timing the extracted network.
@@ -63,7 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--generations", type=int_range(0), default=500, help="evolution generations (default 500)")
     p.add_argument("--population", type=int_range(2), default=100, help="evolution population (default 100)")
     p.add_argument("--seed", type=int_range(0), default=0, help="seed of sampling, calibration images and search")
-    p.add_argument("--no-pretrain", action="store_true", help="fit the predictor without proxy pre-training")
+    p.add_argument("--pretrain", action="store_true",
+                   help="pre-train the predictor on MACs and params first (FBNetV3); off by default: on a digits "
+                        "supernet it did not help (benchmarks/results/predictor_pretraining.md)")
     p.add_argument("--pretrain-configs", type=int_range(2), default=PRETRAIN_CONFIGS,
                    help=f"configurations whose MACs and params pre-train the predictor (default {PRETRAIN_CONFIGS})")
     p.add_argument("--predictor-steps", type=int_range(1), default=1000,
@@ -229,7 +231,7 @@ def _fit_predictor(args, supernet, space, costs, calib_loader, eval_loader, img_
     cfgs = [_with_resolution(SubnetConfig.from_json(r["config"]), space) for r in rows]
     predictor = AccuracyPredictor(space, seed=args.seed)
     with _torch_grad(True):
-        if not args.no_pretrain:
+        if args.pretrain:
             rng = random.Random(args.seed)
             many = [space.sample(rng) for _ in range(args.pretrain_configs)]
             predictor.pretrain(many, {k: [costs[k](c) for c in many] for k in ("macs", "params")},
