@@ -264,6 +264,8 @@ def report_markdown(s: dict[str, Any], budgets: Sequence[dict[str, float]]) -> s
         "![report](report.png)",
         "",
         f"Wall time {s['wall_s']:.0f} s with {s['threads']} threads. Latencies depend on this machine and its load at "
-        f"the time; accuracies on 180 test digits have a standard error of about 1-2 points.",
+        f"the time (the table sums blocks timed alone; a whole network on a busy machine also waits for other "
+        f"processes). An accuracy on ~180 test digits has a standard error of 2-4 points, and the search half's "
+        f"accuracies are optimistic: the search selected on them.",
         "",
     ])
