@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int_range(1), default=None, metavar="N",
                    help="torch threads (default: chosen as `flexbone train` chooses them; for these tiny steps "
                         "one thread, which a busy machine does not punish; elastic: 2, also the latency table's)")
-    p.add_argument("--epochs", type=int_range(2), default=12, help="elastic: supernet training epochs (default 12)")
+    p.add_argument("--epochs", type=int_range(2), default=8, help="elastic: supernet training epochs (default 8)")
     p.add_argument("--n", type=int_range(4), default=40,
                    help="elastic: sub-networks evaluated to fit the accuracy predictor (default 40)")
     p.add_argument("--generations", type=int_range(1), default=500, help="elastic: search generations (default 500)")
