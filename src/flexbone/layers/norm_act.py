@@ -43,3 +43,5 @@ class BatchNormAct2d(BatchNorm2d):
             return tracer.create_proxy("call_module", tracer.path_of_module(self), (x,), {})
         return self.act(super().forward(x))
 
+    def _normalise_in_place(self, x: torch.Tensor) -> bool:
+        return self.fresh_input and super()._normalise_in_place(x)
