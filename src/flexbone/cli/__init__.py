@@ -14,7 +14,7 @@ import sys
 from ..errors import FlexboneError
 
 # module names under flexbone.cli, in the order `flexbone --help` lists them
-COMMANDS = ["list_cmd", "info", "bench", "train", "validate", "predict", "subnets", "compare", "compare", "stitch", "latency_table", "search", "export", "demo", "tour"]
+COMMANDS = ["list_cmd", "info", "bench", "train", "validate", "predict", "subnets", "compare", "stitch", "latency_table", "search", "export", "demo", "tour"]
 
 
 class _Parser(argparse.ArgumentParser):
