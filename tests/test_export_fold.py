@@ -158,3 +158,58 @@ def test_fold_leaves_elastic_layers_alone():
     x = torch.randn(1, 3, 64, 64)
     folded = fold_bn(net, x)
     assert max_abs_diff(net(x), folded(x)) < 1e-5
+
+
+# The other families: CSP / DarkNet, DenseNet, FBNetV3, RDNet, Res2Net, Inception, FFNet, ViT. "all": every BN
+# follows a conv; "some": pre-activation blocks (BN -> act -> conv) keep their BNs, only conv -> BN pairs fold;
+# "unfoldable": BNs, none of them right after a conv; "none": no batch norm at all (LayerNorm).
+OTHER_FAMILIES = {
+    "cs3darknet_s": ("all", 64),
+    "darknet17": ("all", 64),
+    "densenet121": ("some", 64),
+    "fbnetv3_b": ("all", 64),
+    "rdnet_tiny": ("none", 64),  # LayerNorm2d throughout
+    "res2net50_14w_8s": ("all", 64),
+    "ffnet40S_BBB_mobile": ("all", 64),
+    "inception_v4": ("all", 96),
+    "vit_tiny_patch16_224": ("none", 224),
+}
+_SLOW_OTHERS = {"inception_v4", "res2net50_14w_8s", "rdnet_tiny"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in _SLOW_OTHERS else n
+                                  for n in OTHER_FAMILIES])
+def test_fold_other_families(name):
+    expect, size = OTHER_FAMILIES[name]
+    model = _randomise_bn(flexbone.create_model(name))
+    x = torch.randn(1, 3, size, size)
+    folded = fold_bn(model, x)
+    pairs = find_conv_bn_pairs(model, x)
+    assert _bns(folded) == _bns(model) - len(pairs)
+    if expect == "all":
+        assert _bns(model) > 0 and _bns(folded) == 0
+    elif expect == "some":
+        assert 0 < len(pairs) < _bns(model)
+    elif expect == "unfoldable":
+        assert _bns(model) > 0 and pairs == []
+    else:
+        assert _bns(model) == 0
+    _close(_outputs(model, x), _outputs(folded, x), 1e-5)
+
+
+def test_fold_stitched_network():
+    """SN-Net: the extracted stitched model folds completely, and a folded SNNet stays right for every stitch."""
+    net = _randomise_bn(flexbone.create_model("snnet", anchors=["resnet18", "resnet34"]))
+    x = torch.randn(1, 3, 64, 64)
+    stitched = [i for i in range(net.num_configs) if not net.stitch_config(i).is_anchor]
+    ids = sorted({0, stitched[0], stitched[-1], net.num_configs - 1})
+    net.set_active(stitched[0])
+    static = net.extract(stitched[0])
+    folded_static = fold_bn(static, x)
+    assert _bns(static) > 0 and _bns(folded_static) == 0
+    _close(_outputs(static, x), _outputs(folded_static, x), 1e-5)
+    folded_net = fold_bn(net, x)  # traced with one stitch active; every other configuration must still agree
+    for i in ids:
+        net.set_active(i)
+        folded_net.set_active(i)
+        _close(_outputs(net, x), _outputs(folded_net, x), 1e-5)

@@ -149,16 +149,33 @@ def _fold_into(conv: nn.Conv2d, bn: _BatchNorm) -> None:
     conv.bias = nn.Parameter(shift.to(dtype), requires_grad=conv.weight.requires_grad)
 
 
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
+class _FoldedNormAct(nn.Module):
+    """What a folded ``BatchNormAct2d`` becomes: its activation alone."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x)
+
+
+def _become_identity(bn: nn.Module) -> None:
+    """Turn the folded BN object itself into an ``nn.Identity`` (or its activation), in place.
+
+    Replacing it in its parent module is not enough: a model may hold other references to it (an SN-Net's
+    cached stitch paths and anchor views, a feature extractor's list of stem modules), and those would keep
+    normalising a conv output whose statistics already moved into the conv.
+    """
+    keep_act = BatchNormAct2d is not None and isinstance(bn, BatchNormAct2d)
+    bn._parameters.clear()
+    bn._buffers.clear()
+    bn._non_persistent_buffers_set.clear()
+    bn.__class__ = _FoldedNormAct if keep_act else nn.Identity
 
 
 def fold_bn(model: nn.Module, example: torch.Tensor | None = None) -> nn.Module:
     """A copy of ``model`` in eval mode with every batch norm that directly follows a conv folded into it.
 
-    The folded BN becomes ``nn.Identity`` (a ``BatchNormAct2d`` becomes its activation); other modules,
-    parameter names of the convs and the model's attributes are kept. ``model`` itself is not changed.
+    The folded BN becomes ``nn.Identity`` in place (a ``BatchNormAct2d`` becomes its activation), so every
+    reference to it sees the fold; other modules, parameter names of the convs and the model's attributes
+    are kept. ``model`` itself is not changed.
     The pairs are found by :func:`find_conv_bn_pairs` on ``example`` (default: a random input of the
     model's ``default_cfg`` size). The copy computes the same function in inference, up to rounding; it is
     for deployment (export, inference), not for further training with batch statistics.
@@ -167,6 +184,5 @@ def fold_bn(model: nn.Module, example: torch.Tensor | None = None) -> nn.Module:
     for conv_name, bn_name in find_conv_bn_pairs(folded, example):
         bn = folded.get_submodule(bn_name)
         _fold_into(folded.get_submodule(conv_name), bn)
-        keep_act = BatchNormAct2d is not None and isinstance(bn, BatchNormAct2d)
-        _replace(folded, bn_name, bn.act if keep_act else nn.Identity())
+        _become_identity(bn)
     return folded
