@@ -49,7 +49,7 @@ from flexbone.export.onnx import ort_session
 from flexbone.export.source import ExportSource
 
 HERE = Path(__file__).resolve().parent
-MODELS = ("resnet50", "mobilenetv3_large_100", "ofa_mbv3_subnet")
+MODELS = ("mobilenetv3_large_100", "ofa_mbv3_subnet", "resnet50")
 OFA_SUPERNET = "ofa_mbv3_d234_e346_k357_w1.0"
 OFA_SEED = 0  # space.sample(seed): the sub-network measured
 CASES = ("timm eager", "timm hand-onnx", "flexbone folded", "flexbone onnx", "flexbone onnx-int8")
@@ -115,7 +115,7 @@ def measure_model(name: str, batch_sizes: list[int], img_size: int, threads: int
     ours, timm_model, display, subnet = build(name)
     baseline = timm_model if timm_model is not None else ours
     folded = fold_bn(ours, torch.randn(1, 3, img_size, img_size))
-    calib = calibration_folder(work / name, img_size)
+    calib = calibration_folder(work / name, img_size, count=max(16, *batch_sizes))
     rows = []
     for bs in batch_sizes:
         x = torch.randn(bs, 3, img_size, img_size)
@@ -206,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--digits-checkpoint", type=Path, default=None,
                    help="a quickstart model.safetensors (default: train one, ~1 min)")
     p.add_argument("--skip-digits", action="store_true")
+    p.add_argument("--digits-only", action="store_true",
+                   help="keep the latency rows of OUT_DIR/deploy_cpu.json and run only the digits part (when that "
+                        "part of a run failed); the report says so")
     add_run_options(p, HERE / "results", warmup=2, repeats=12, repeats_help="timed rounds at batch 1 (larger "
                                                                               "batches: a quarter, at least 3)")
     args = p.parse_args(argv)
@@ -219,15 +222,35 @@ def main(argv: list[str] | None = None) -> int:
     env["onnxruntime_version"] = onnxruntime.__version__
     load_before = os.getloadavg()
     t_start = time.perf_counter()
-    rows = []
+    rows: list[dict] = []
+    digits = None
+
+    def report(done: bool) -> None:  # after every model too: an interrupted run keeps what it measured
+        write_report(args.out_dir, "deploy_cpu", *render(args, env, rows, digits, load_before, os.getloadavg(),
+                                                         time.perf_counter() - t_start, done), echo=done)
+
+    if args.digits_only:
+        import json
+
+        previous = json.loads((args.out_dir / "deploy_cpu.json").read_text())
+        rows, env = previous["rows"], previous["environment"]
+        env["digits_part"] = (f"run separately at {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC "
+                              f"with `{' '.join(['benchmarks/bench_deploy.py', *(argv or sys.argv[1:])])}`")
+        load_before = tuple(previous["load_before"])
+        t_start -= previous["wall_s"]  # the wall time reported: both parts together
+        args.models = []
     with tempfile.TemporaryDirectory(prefix="bench-deploy-") as tmp:
         for name in args.models:
             rows += measure_model(name, args.batch_sizes, args.img_size, args.threads, args.warmup, args.repeats,
                                   Path(tmp), say)
+            report(False)
         digits = None if args.skip_digits else digits_int8(args.digits_checkpoint, Path(tmp), args.threads, say)
-    load_after = os.getloadavg()
-    wall = time.perf_counter() - t_start
+    report(True)
+    return 0
 
+
+def render(args, env, rows, digits, load_before, load_after, wall, done) -> tuple[dict, str]:
+    """The results as (JSON data, markdown)."""
     table = [[r["model"], r["batch_size"], r["case"], f"{r['median_ms']:.1f}", f"{r['vs_timm_eager']:.2f}",
               f"{r['vs_hand_onnx']:.2f}", f"{r['vs_flexbone_onnx']:.2f}"] for r in rows]
     md = report_header("Deployment on the CPU: exported artifacts vs timm eager and timm exported by hand", env,
@@ -252,11 +275,14 @@ def main(argv: list[str] | None = None) -> int:
                format_markdown(["runtime", "top-1 %", "loss"],
                                [[k, f"{digits[k]['top1']:.2f}", f"{digits[k]['loss']:.4f}"]
                                 for k in ("pytorch", "onnx fp32", "onnx int8")]), "",
-               f"int8 top-1 change: {digits['int8_top1_change']:+.2f} points.", ""]
+               f"int8 top-1 change: {digits['int8_top1_change']:+.2f} points."
+               + (f" (This part was {env['digits_part']}, after the latency part's run.)" if env.get("digits_part")
+                  else ""), ""]
+    if not done:
+        md += ["**Partial: the run was still going (or was stopped) when this was written.**", ""]
     data = {"environment": env, "threads": args.threads, "load_before": load_before, "load_after": load_after,
-            "wall_s": wall, "rows": rows, "digits_int8": digits}
-    write_report(args.out_dir, "deploy_cpu", data, "\n".join(md) + "\n", echo=True)
-    return 0
+            "wall_s": wall, "complete": done, "rows": rows, "digits_int8": digits}
+    return data, "\n".join(md) + "\n"
 
 
 if __name__ == "__main__":
