@@ -234,3 +234,13 @@ def test_cli_unexportable_model_names_op_and_model(tmp_path, capsys, monkeypatch
     assert err == ("flexbone: error: bessel_net: torch.onnx cannot export the operator aten::i0 at opset 17 "
                    "(try another --opset, or report the model)")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.cli
+def test_cli_without_onnxruntime_says_how_to_install(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now raises ImportError
+    assert main(["export", "--model", "resnet8s_tiny", "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "pip install 'flexbone[export]'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

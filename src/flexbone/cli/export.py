@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import ConfigError
     from ..export.artifact import export_model, sidecar_path, validate_request
-    from ..export.onnx import MIN_OPSET, max_opset
+    from ..export.onnx import MIN_OPSET, max_opset, require_onnxruntime
     from ..export.source import load_source
     from ..outputs import check_writable
 
@@ -75,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "onnx" and not MIN_OPSET <= args.opset <= max_opset():
         raise ConfigError(f"--opset must be in [{MIN_OPSET}, {max_opset()}] for torch {torch.__version__}, "
                           f"got {args.opset}")
+    if args.format == "onnx":
+        require_onnxruntime()
     if args.subnet is None and args.model is None and args.checkpoint is None:
         raise ConfigError("nothing to export: give --model NAME (with --checkpoint C) or --subnet DIR")
     check_writable(args.out)

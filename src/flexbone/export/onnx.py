@@ -102,9 +102,19 @@ def write_onnx(model: nn.Module, path: str | os.PathLike, example: torch.Tensor,
     return names
 
 
+def require_onnxruntime() -> Any:
+    """The onnxruntime module, or a one-line :class:`ExportError` saying how to install it."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ExportError("ONNX export and its check need onnxruntime: pip install 'flexbone[export]' "
+                          "(onnx and onnxruntime)") from None
+    return onnxruntime
+
+
 def ort_session(path: str | os.PathLike, threads: int | None = None) -> Any:
     """An onnxruntime CPU session (``threads``: intra-op threads; default onnxruntime's choice)."""
-    import onnxruntime as ort
+    ort = require_onnxruntime()
 
     options = ort.SessionOptions()
     if threads:
@@ -140,6 +150,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, inputs: dict[str, tor
 
     if not MIN_OPSET <= opset <= max_opset():
         raise ConfigError(f"--opset must be in [{MIN_OPSET}, {max_opset()}] for torch {torch.__version__}, got {opset}")
+    require_onnxruntime()  # before the export: without it nothing could be checked
     model = model.eval()
     example = next(iter(inputs.values()))
     result: dict[str, Any] = {}
