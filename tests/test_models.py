@@ -69,19 +69,26 @@ def test_contract(name, monkeypatch):
 def test_features_only(name):
     model = create_model(name, features_only=True).eval()
     info = model.feature_info
-    # timm's levels (CNNs: the stride-2 stem level first); the last four are the dense-prediction pyramid
-    assert info.reduction()[-4:] == [4, 8, 16, 32] or name.endswith(("s", "s_tiny")), info
+    # timm's levels (CNNs: the stride-2 stem level first); the last four of a hierarchical model are the
+    # dense-prediction pyramid at strides 4..32 (isotropic transformers: one stride for every level)
+    levels = [(i["num_chs"], i["reduction"]) for i in info]  # every level (info.reduction(): the selected ones)
+    hierarchical = len({r for _, r in levels}) > 1
+    assert not hierarchical or [r for _, r in levels][-4:] == [4, 8, 16, 32] or name.endswith(("s", "s_tiny")), info
     pyramid = create_model(name, features_only=True, out_indices=PYRAMID).feature_info
-    assert pyramid.reduction() == info.reduction()[-4:] and pyramid.channels() == info.channels()[-4:]
-    for size in (64, 96):
+    assert list(zip(pyramid.channels(), pyramid.reduction())) == levels[-4:]
+    cfg = model.default_cfg
+    # fixed-size transformers take their size; valid-padding families (Inception) need more than 96 px
+    sizes = [cfg["input_size"][-1]] if cfg.get("fixed_input_size") or name.startswith("inception") else [64, 96]
+    for size in sizes:
         with torch.no_grad():
             maps = model(torch.randn(1, 3, size, size))
         assert [m.shape[1] for m in maps] == info.channels()
-        assert [m.shape[-1] for m in maps] == [max(size // r, 1) for r in info.reduction()]
+        for m, r in zip(maps, info.reduction()):  # size / reduction (valid padding: a few pixels less)
+            assert max(size // r, 1) - 4 <= m.shape[-1] <= max(-(-size // r), 1), (m.shape, r)
     # negative indices count from the deepest level
     model = create_model(name, features_only=True, out_indices=(-2, -1)).eval()
     with torch.no_grad():
-        maps = model(torch.randn(1, 3, 64, 64))
+        maps = model(torch.randn(1, 3, sizes[0], sizes[0]))
     assert len(maps) == 2 and [m.shape[1] for m in maps] == info.channels()[-2:]
 
 
