@@ -11,6 +11,11 @@ For each model and batch size, in one process, interleaved rounds (the order cha
 * ``flexbone onnx-int8``: the same, quantized by ``--int8`` (onnxruntime static QDQ, per-channel), calibrated on
   crops of scikit-learn's two sample photographs (latency only: these weights are random).
 
+The onnxruntime sessions run with ``session.intra_op.allow_spinning = 0``: all cases share one process, and
+onnxruntime's default spinning threads made the torch steps that followed them about 15x slower. Even so, the
+eager steps measured here on the shared VM were 10-25x slower than such models usually run on 2 cores (cause
+not found): read the eager rows with care; the onnxruntime rows compare with each other.
+
 timm has no OFA-MobileNetV3 sub-network; for it the two baselines are the same flexbone network in
 PyTorch (unfolded) and exported by hand. Every runtime uses the same number of threads (``--threads``,
 default 2: torch intra-op threads, onnxruntime intra-op threads with one inter-op thread).
@@ -45,7 +50,6 @@ from flexbone.bench.report import add_run_options, format_markdown, report_heade
 from flexbone.bench.throughput import environment, round_order
 from flexbone.export import fold_bn
 from flexbone.export.artifact import export_model
-from flexbone.export.onnx import ort_session
 from flexbone.export.source import ExportSource
 
 HERE = Path(__file__).resolve().parent
@@ -97,7 +101,15 @@ def hand_export(model: torch.nn.Module, x: torch.Tensor, path: Path) -> None:
 
 
 def ort_step(path: Path, x: torch.Tensor, threads: int):
-    session = ort_session(path, threads)
+    """onnxruntime with its intra-op threads told not to spin after a run: torch's threads run next in this process
+    (with spinning sessions, timm's MobileNetV3 at batch 1 took 3.1 s a step; without, 0.21 s, minutes later)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     feed = {name: x.numpy()}
     return lambda: session.run(None, feed)
