@@ -50,3 +50,15 @@ def assert_training_gradients_match(ours: nn.Module, ref: nn.Module, x: torch.Te
     for k in got:
         torch.testing.assert_close(got[k], expected[k], rtol=1e-4, atol=1e-5, msg=k)
     return got
+
+
+def sized(name: str, size: int) -> tuple[dict, int]:
+    """create_model arguments and an input size near ``size`` that ``name`` accepts: a fixed-size transformer
+    (ViT, Swin: timm's ``fixed_input_size``) is built for ``size``; a valid-padding family (Inception:
+    ``min_input_size`` 75) gets its smallest size instead of a smaller one."""
+    from flexbone.bench.complexity import build_on_meta
+
+    cfg = build_on_meta(name).default_cfg
+    if cfg.get("fixed_input_size"):
+        return {"img_size": size}, size
+    return {}, max(size, (cfg.get("min_input_size") or (3, 0, 0))[-1])

@@ -12,6 +12,7 @@ from flexbone.bench import BenchSettings, count_macs, count_params, measure, mod
 from flexbone.bench.report import median_interval, write_report, write_results
 from flexbone.bench.throughput import Runner, make_input, round_order
 from flexbone.errors import ConfigError
+from _helpers import sized
 from flexbone.models import model_family
 
 # torchvision's model metadata: "_ops" is GFLOPS in its docs' convention, i.e. giga multiply-accumulates
@@ -48,10 +49,13 @@ def _one_model_per_family():
 def test_meta_shortcuts_count_what_a_real_forward_counts(name):
     # model_complexity builds on meta and skips initialisers and normalisation kernels; the counts must be
     # those of the real model running real tensors (FlopCounterMode on the CPU, no shortcuts)
-    c = model_complexity(name, img_size=64)
-    model = flexbone.create_model(name)
+    kwargs, size = sized(name, 64)
+    if kwargs:  # a fixed-size transformer: model_complexity's img_size is the input size, so use the model's own
+        kwargs, size = {}, 224
+    c = model_complexity(name, img_size=size, **kwargs)
+    model = flexbone.create_model(name, **kwargs)
     assert c.params == count_params(model)
-    assert c.macs == count_macs(model, 64)
+    assert c.macs == count_macs(model, size)
 
 
 def test_count_macs_restores_training_mode_and_counts_in_eval():

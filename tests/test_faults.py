@@ -135,8 +135,8 @@ def test_out_of_range_options_fail_in_one_line(capsys, tmp_path, monkeypatch, ar
 @pytest.mark.parametrize("kwargs, fragment", [
     (dict(num_classes=-1), "num_classes must be an integer >= 0, got -1"),
     (dict(num_classes=2.5), "num_classes must be an integer >= 0"),
-    (dict(drop_path_rate=2.0), "drop_path_rate must be a number in [0, 1), got 2.0"),
-    (dict(drop_rate=-0.1), "drop_rate must be a number in [0, 1)"),
+    (dict(drop_path_rate=2.0), "drop_path_rate must be a number in [0, 1], got 2.0"),
+    (dict(drop_rate=-0.1), "drop_rate must be a number in [0, 1]"),
     (dict(in_chans=0), "in_chans must be an integer >= 1"),
 ])
 def test_model_arguments_are_checked(kwargs, fragment):

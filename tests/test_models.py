@@ -15,12 +15,14 @@ from flexbone.layers import norm
 from flexbone.layers.norm import BatchNorm2d
 from flexbone.models import PYRAMID
 
-from _helpers import max_abs_diff
+from _helpers import max_abs_diff, sized
 
 ALL = list_models()
 # composite and elastic models have their own contract tests (tests/test_cbnet.py, tests/test_ofa_*.py)
 # (FFNet: segmentation outputs and ~90 variants; tests/test_ffnet.py checks its contract and official sizes)
-STATIC = [n for n in ALL if flexbone.models.model_family(n) not in ("cbnet", "ofa_resnet", "ofa_mobilenet", "ffnet")]
+# (SN-Net: anchors joined by stitches, tests/test_stitch.py)
+STATIC = [n for n in ALL if flexbone.models.model_family(n) not in (
+    "cbnet", "ofa_resnet", "ofa_mobilenet", "ffnet", "stitch")]
 
 
 # the deep and wide variants: same code paths as their small siblings, many more FLOPs
@@ -33,9 +35,10 @@ def _mark(names):
 
 @pytest.mark.parametrize("name", _mark(STATIC))
 def test_contract(name, monkeypatch):
-    model = create_model(name, num_classes=5, in_chans=2, drop_rate=0.1, drop_path_rate=0.1)
+    kwargs, size = sized(name, 64)
+    model = create_model(name, num_classes=5, in_chans=2, drop_rate=0.1, drop_path_rate=0.1, **kwargs)
     assert model.num_classes == 5
-    x = torch.randn(2, 2, 64, 64)
+    x = torch.randn(2, 2, size, size)
 
     # forward + backward reach every parameter
     out = model(x)
@@ -104,13 +107,16 @@ def _first_of_each_family():
 
 @pytest.mark.parametrize("name", _first_of_each_family())
 def test_smallest_input_and_export(name):
-    """32 px works; torch.export traces the model and gives the same outputs."""
-    model = create_model(name).eval()
-    x = torch.randn(1, 3, 32, 32)
+    """32 px works (or the family's smallest size); torch.export traces the model and gives the same outputs."""
+    kwargs, small = sized(name, 32)
+    model = create_model(name, **kwargs).eval()
+    x = torch.randn(1, 3, small, small)
     with torch.no_grad():
         assert model(x).shape == (1, 1000)
-    program = torch.export.export(model, (torch.randn(1, 3, 64, 64),))
-    x = torch.randn(1, 3, 64, 64)
+    kwargs, size = sized(name, 64)
+    model = create_model(name, **kwargs).eval()
+    program = torch.export.export(model, (torch.randn(1, 3, size, size),))
+    x = torch.randn(1, 3, size, size)
     with torch.no_grad():
         assert max_abs_diff(program.module()(x), model(x)) < 1e-5
 

@@ -13,7 +13,8 @@ from ..options import check_range
 from ._registry import model_entrypoint
 
 
-# the common model arguments: (lowest, highest excluded or None, integer)
+# the common model arguments: (lowest, highest or None, integer); a rate of 1 drops everything, as torch's
+# Dropout(p=1) does, which is legal (a test uses it to see where dropout acts)
 MODEL_ARG_RANGES = {"num_classes": (0, None, True), "in_chans": (1, None, True), "drop_rate": (0, 1, False),
                     "drop_path_rate": (0, 1, False), "drop_block_rate": (0, 1, False)}
 
@@ -43,7 +44,7 @@ def create_model(
     entry = model_entrypoint(model_name)
     for arg, (lo, hi, integer) in MODEL_ARG_RANGES.items():  # at the edge, with the valid range in the message
         if kwargs.get(arg) is not None:
-            check_range(f"{model_name}: {arg}", kwargs[arg], lo, hi, hi_open=hi is not None, integer=integer)
+            check_range(f"{model_name}: {arg}", kwargs[arg], lo, hi, integer=integer)
     if "output_stride" in kwargs and kwargs["output_stride"] not in (8, 16, 32):
         raise ConfigError(f"output_stride must be 8, 16 or 32, not {kwargs['output_stride']}")
     try:
