@@ -15,9 +15,12 @@ glibc_only = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ve
                                 reason="the policy is a glibc malloc setting")
 
 # allocate, touch and free a 64 MiB tensor nine times; print the median minor page faults of the last seven rounds
-# (the heap settles in the first two; an aligned request may now and then not fit the block just freed)
+# (the heap settles in the first two; an aligned request may now and then not fit the block just freed). Whether
+# it fits depends on the heap's layout: with only torch imported (flexbone's package imports lazily since
+# session 10) most rounds missed; with the models imported, as in the command, they reuse the block.
 _REALLOCATE = """
 import resource, statistics, sys, torch
+import flexbone.models  # the heap as the flexbone command has it when its work starts (models imported)
 from flexbone.cpu_memory import apply_policy
 print(apply_policy(sys.argv[1]))
 faults = []

@@ -192,7 +192,7 @@ def _digits(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     return (x - 0.5) / 0.25, torch.as_tensor(ds.targets)
 
 
-def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 60) -> nn.Module:
+def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 120) -> nn.Module:
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
     model.train()
