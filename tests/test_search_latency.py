@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,6 +18,7 @@ from flexbone.bench.complexity import count_macs
 from flexbone.cli import main
 from flexbone.errors import ConfigError
 from flexbone.search import LatencyTable, MeasuredLatency, build_costs, time_module
+from flexbone.search.encoding import GeneLayout
 from flexbone.search.latency import TableLatency, check_timing_options
 
 NAME = "ofa_digits_mbv3"
@@ -128,3 +130,17 @@ def test_cli_latency_table(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["latency-table", "--supernet", NAME, "--threads", "0", "--out", str(out)])
     assert "--threads" in capsys.readouterr().err
+
+
+def test_table_prices_rows_of_genes_as_predict_does(net, table):
+    """The search's population pricing equals the part-by-part prediction, and refuses resolutions the table lacks."""
+    layout = GeneLayout(net.space)
+    pricer = build_costs(net, ["latency"], latency_table=table)["latency"].for_genes(layout)
+    genes = layout.canonical(layout.random(np.random.default_rng(0), 40))
+    res = layout.column("resolution")
+    in_table = [net.space.resolution.index(r) for r in table.resolutions]
+    genes[:, res] = np.array(in_table)[np.arange(len(genes)) % len(in_table)]
+    np.testing.assert_allclose(pricer(genes), [table.predict(c) for c in layout.to_configs(genes)], rtol=1e-12)
+    genes[0, res] = net.space.resolution.index(12)
+    with pytest.raises(ConfigError, match="no timings at some resolution"):
+        pricer(genes)

@@ -18,8 +18,11 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 
+import numpy as np
+
 from ..elastic.space import SubnetConfig
 from ..errors import ConfigError
+from .encoding import GeneLayout
 from .parts import SubnetParts
 
 if TYPE_CHECKING:
@@ -39,6 +42,43 @@ class Cost(Protocol):
     def __call__(self, cfg: SubnetConfig) -> float: ...
 
 
+class GenePricer:
+    """A part-sum cost of whole rows of genes at once (see :meth:`SubnetParts.slot_table`): ``fixed[r]`` plus each
+    running block slot's entry at its kernel, expand and input size. The search prices a population with one
+    numpy expression instead of one configuration at a time.
+
+    ``size_of_gene[i]``: the table column of the space's i-th resolution, -1 where the table has none (such rows
+    raise ConfigError with ``missing``, the message of the part-by-part cost).
+    """
+
+    def __init__(self, layout: GeneLayout, fixed: np.ndarray, blocks: np.ndarray, size_of_gene: Sequence[int],
+                 missing: str = ""):
+        self.layout, self.fixed, self.blocks = layout, fixed, blocks
+        n = blocks.shape[0]
+        self.slots = np.arange(n)
+        self.k_cols = [layout.column("kernel", s) for s in range(n)]
+        self.e_cols = [layout.column("expand", s) for s in range(n)]
+        self.res_col = layout.column("resolution")
+        self.size_of_gene = np.asarray(size_of_gene, dtype=np.int64)
+        self.missing = missing
+
+    def _choice(self, genes: np.ndarray, cols: list[int | None]) -> np.ndarray:
+        out = np.zeros((len(genes), len(cols)), dtype=np.int64)  # a slot without the field: its only entry
+        for s, c in enumerate(cols):
+            if c is not None:
+                out[:, s] = genes[:, c]
+        return out
+
+    def __call__(self, genes: np.ndarray) -> np.ndarray:
+        r = self.size_of_gene[genes[:, self.res_col]] if self.res_col is not None else \
+            np.zeros(len(genes), dtype=np.int64)
+        if (r < 0).any():
+            raise ConfigError(self.missing)
+        k, e = self._choice(genes, self.k_cols), self._choice(genes, self.e_cols)
+        values = self.blocks[self.slots[None, :], k, e, r[:, None]]
+        return self.fixed[r] + np.where(self.layout.active(genes), values, 0.0).sum(axis=1)
+
+
 class _PartsCost:
     """A sum over a sub-network's parts of a per-part table (shared splitter, so tables are built once)."""
 
@@ -48,6 +88,20 @@ class _PartsCost:
     def __init__(self, supernet, *, img_size: int | None = None, parts: SubnetParts | None = None):
         self.parts = parts or SubnetParts(supernet, img_size=img_size)
         self.space = self.parts.space
+
+    def part_value(self, key: str, shape: tuple[int, int, int], macs: int) -> float:
+        raise NotImplementedError
+
+    def __call__(self, cfg: SubnetConfig) -> float:
+        return float(sum(self.part_value(*part) for part in self.parts.chain(self.space.validate(cfg))))
+
+    def for_genes(self, layout: GeneLayout) -> GenePricer | None:
+        """This cost of rows of ``layout``'s genes at once, or None where the family has no slot table."""
+        if layout.space != self.space:
+            return None
+        sizes = list(self.space.resolution) or [self.parts.img_size]
+        table = self.parts.slot_table(self.part_value, sizes)
+        return None if table is None else GenePricer(layout, *table, size_of_gene=range(len(sizes)))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.space.name})"
@@ -59,8 +113,8 @@ class MacsCost(_PartsCost):
 
     name, unit = "macs", UNITS["macs"]
 
-    def __call__(self, cfg: SubnetConfig) -> float:
-        return float(sum(macs for _, _, macs in self.parts.chain(self.space.validate(cfg))))
+    def part_value(self, key: str, shape: tuple[int, int, int], macs: int) -> float:
+        return macs
 
 
 class ParamsCost(_PartsCost):
@@ -68,9 +122,8 @@ class ParamsCost(_PartsCost):
 
     name, unit = "params", UNITS["params"]
 
-    def __call__(self, cfg: SubnetConfig) -> float:
-        params = self.parts.params
-        return float(sum(params(key) for key, _, _ in self.parts.chain(self.space.validate(cfg))))
+    def part_value(self, key: str, shape: tuple[int, int, int], macs: int) -> float:
+        return self.parts.params(key)
 
 
 def build_costs(supernet, names: Sequence[str], *, latency_table: "LatencyTable | None" = None,

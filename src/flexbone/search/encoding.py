@@ -98,6 +98,11 @@ class GeneLayout:
             self._field_tables[f] = (np.array([self._index[(f, i)] for i in range(len(slots))], dtype=np.int64), table)
         self._res_col = self._index.get(("resolution", 0))
 
+    def column(self, field: str, slot: int = 0) -> int | None:
+        """The gene column of ``field``'s slot (``("resolution", 0)``, ``("kernel", 3)`` ...); None if the space
+        has no such slot."""
+        return self._index.get((field, slot))
+
     # ------------------------------------------------------------------------------------- genes
     def to_genes(self, cfgs: Sequence[SubnetConfig]) -> np.ndarray:
         """``(len(cfgs), num_genes)`` indices (block slots that do not run keep their values; see

@@ -92,6 +92,8 @@ class _Problem:
         self.objective = objective
         self.names = list(costs)
         self.costs = [costs[k] for k in self.names]
+        # costs that price whole rows of genes at once (the part sums of the OFA MobileNets): no cache needed
+        self._gene_costs = [c.for_genes(self.layout) if hasattr(c, "for_genes") else None for c in self.costs]
         self._cost_cache: dict[bytes, np.ndarray] = {}
         self.evaluations = 0
         fast = getattr(objective, "predict_genes", None)
@@ -112,13 +114,15 @@ class _Problem:
 
     def cost_rows(self, canon: np.ndarray, keys: Sequence[bytes]) -> np.ndarray:
         """``(N, number of costs)`` of canonical genes."""
+        if not keys:
+            return np.empty((0, len(self.costs)))
+        if all(f is not None for f in self._gene_costs):
+            return np.stack([f(canon) for f in self._gene_costs], axis=1)  # type: ignore[misc]
         missing = {key: i for i, key in enumerate(keys) if key not in self._cost_cache}
         if missing:
             cfgs = self.layout.to_configs(canon[list(missing.values())])
             for key, cfg in zip(missing, cfgs):
                 self._cost_cache[key] = np.array([float(c(cfg)) for c in self.costs])
-        if not keys:
-            return np.empty((0, len(self.costs)))
         return np.stack([self._cost_cache[key] for key in keys])
 
     def score(self, genes: np.ndarray) -> np.ndarray:

@@ -26,12 +26,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from ..elastic.space import SearchSpace, SubnetConfig
 from ..errors import ConfigError
 from ..options import check_range
+from .costs import GenePricer
+from .encoding import GeneLayout
 from .parts import SubnetParts
 
 BACKENDS = ("torch", "onnxruntime")
@@ -272,6 +275,13 @@ class LatencyTable:
                 self.bind(create_model(self.supernet_name, **kwargs))
         return self._parts  # type: ignore[return-value]
 
+    def _lookup(self) -> dict[tuple[str, tuple[int, ...]], float]:
+        """``{(part key, input shape): ms}``, remade when ``entries`` is replaced."""
+        if self._ms is None or self._ms[0] is not self.entries:
+            self._ms = (self.entries, {(k, tuple(int(v) for v in size.split("x"))): ms
+                                       for k, sizes in self.entries.items() for size, ms in sizes.items()})
+        return self._ms[1]
+
     def predict(self, cfg: SubnetConfig) -> float:
         """The predicted latency (ms per batch) of ``cfg``: the sum of its parts' timings."""
         cfg = self.space.validate(cfg)
@@ -281,10 +291,7 @@ class LatencyTable:
             raise ConfigError(f"this latency table has no timings at resolution {r} (it has "
                               f"{', '.join(map(str, self.resolutions))}); search within those "
                               f"(space.restrict(resolution=table.resolutions)) or build a table with --resolutions")
-        if self._ms is None or self._ms[0] is not self.entries:
-            self._ms = (self.entries, {(k, tuple(int(v) for v in size.split("x"))): ms
-                                       for k, sizes in self.entries.items() for size, ms in sizes.items()})
-        ms = self._ms[1]
+        ms = self._lookup()
         total = 0.0
         for key, shape, _ in splitter.chain(cfg, img_size=r):
             t = ms.get((key, shape))
@@ -343,6 +350,29 @@ class TableLatency:
 
     def __call__(self, cfg: SubnetConfig) -> float:
         return self.table.predict(cfg)
+
+    def for_genes(self, layout: GeneLayout) -> GenePricer | None:
+        """The table's prediction for rows of ``layout``'s genes at once (see :class:`~.costs.GenePricer`), or
+        None where the family has no slot table."""
+        table = self.table
+        if layout.space != table.space:
+            return None
+        ms = table._lookup()
+
+        def part_ms(key: str, shape: tuple[int, int, int], macs: int) -> float:
+            return ms.get((key, shape), np.inf)
+
+        slots = table._splitter().slot_table(part_ms, table.resolutions)
+        if slots is None:
+            return None
+        if np.isinf(slots[0]).any() or np.isinf(slots[1]).any():
+            return None  # a part missing from the table: the part-by-part cost names it
+        column = {r: i for i, r in enumerate(table.resolutions)}
+        sizes = [column.get(r, -1) for r in layout.space.resolution] or [0]
+        missing = (f"this latency table has no timings at some resolution the search may choose (it has "
+                   f"{', '.join(map(str, table.resolutions))}); search within those "
+                   f"(space.restrict(resolution=table.resolutions)) or build a table with --resolutions")
+        return GenePricer(layout, *slots, size_of_gene=sizes, missing=missing)
 
     def __repr__(self) -> str:
         return f"TableLatency({self.table!r})"

@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -313,6 +314,40 @@ class SubnetParts:
             out.append((key, shape, hit[0]))
             shape = hit[1]
         return out
+
+    def slot_table(self, value: Callable[[str, Shape, int], float], sizes: Iterable[int]
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
+        """A sum over parts as a table that a whole population of genes is priced from at once (the search).
+
+        For the OFA MobileNets a block slot's part and input shape depend only on that slot's own kernel and
+        expand and on the input size (a unit strides and widens in its first block, which always runs), so
+        ``sum(value(key, shape, macs) for each part of cfg)`` equals ``fixed[r] + sum over running slots s of
+        blocks[s, kernel index, expand index, r]``, the indices being those of the slot's own choices and r the
+        position of the input size in ``sizes``. Returns ``(fixed, blocks)``, or None for a family whose parts
+        depend on their neighbours (OFA-ResNet: a block's input width is the previous stage's choice).
+        ``tests/test_search_costs.py`` checks the table against the part-by-part sum on random configurations.
+        """
+        fam = self._family
+        if not isinstance(fam, _MobileNetParts):
+            return None
+        sizes, space = list(sizes), self.space
+        n = space.num_block_slots
+        n_first, n_last = len(fam.fixed_first), len(fam.fixed_last)
+        kernels = max(len(c) for c in space.kernel)
+        expands = max(len(c) for c in space.expand)
+        fixed = np.zeros(len(sizes))
+        blocks = np.full((n, kernels, expands, len(sizes)), np.nan)
+        for r, size in enumerate(sizes):
+            for cfg in fam.cover(size if space.resolution else None):
+                chain = self.chain(cfg, img_size=size)
+                assert len(chain) == 2 + n_first + n + n_last, "one part per block slot at full depth"
+                values = [value(*part) for part in chain]
+                fixed[r] = sum(values[:1 + n_first]) + sum(values[1 + n_first + n:])
+                for s in range(n):
+                    k, e = cfg.kernel[s], cfg.expand[s]
+                    if k in space.kernel[s] and e in space.expand[s]:
+                        blocks[s, space.kernel[s].index(k), space.expand[s].index(e), r] = values[1 + n_first + s]
+        return fixed, blocks
 
     def cover(self, resolutions: Iterable[int] | None = None) -> list[Part]:
         """Every distinct part that a configuration of the space can have at ``resolutions`` (default: the
