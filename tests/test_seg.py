@@ -93,7 +93,7 @@ def test_segmentation_names():
     assert isinstance(create_segmentation_model("ffnet40S_BBB_mobile", num_classes=2), flexbone.models.ffnet.FFNet)
     with pytest.raises(ConfigError, match="classification form"):
         create_segmentation_model("ffnet40S_BBX_mobile")
-    with pytest.raises(ConfigError, match="seg_<head>_<backbone>"):
+    with pytest.raises(flexbone.errors.UnknownModelError, match="seg_<head>_<backbone>"):
         create_segmentation_model("seg_unet_resnet18")
 
 
@@ -306,3 +306,32 @@ def test_confusion_matrix_is_summed_over_processes(tmp_path):
         want += confusion_matrix(target.flatten().numpy(), pred.flatten().numpy(), labels=[0, 1, 2])
     for rank in range(2):
         assert np.array_equal(results[rank].numpy(), want)
+
+
+# ------------------------------------------------------------------------------------------ registry
+def test_seg_names_are_registry_models():
+    from flexbone.errors import UnknownModelError
+    from flexbone.models import model_family
+
+    assert not [n for n in flexbone.list_models() if n.startswith("seg_")]  # the zoo the registry-wide tests walk
+    listed = flexbone.list_models("seg_*")
+    assert listed == flexbone.list_models(family="seg") and len(listed) >= 7 * 5
+    heads = {"ffnet_a", "ffnet_b", "ffnet_c", "ffnet_a_mobile", "ffnet_b_mobile", "ffnet_c_mobile", "fpn"}
+    backbones = {n.removeprefix(f"seg_{h}_") for n in listed for h in heads
+                 if n.startswith(f"seg_{h}_") and not n.startswith(f"seg_{h}_mobile_")}
+    assert {h for h in heads if f"seg_{h}_resnet18" in listed} == heads
+    assert {"resnet", "mobilenet", "pvt", "vovnet", "cbnet"} <= {model_family(b) for b in backbones}
+    # each head builds by name (on the meta device: no weights) with logits at 1/4; the listed backbones give their
+    # pyramid with features_only (tests/test_contract.py, every family) and a head over each family is trained
+    # above (test_head_over_every_family)
+    assert all(flexbone.is_model(n) for n in listed)
+    with torch.device("meta"):
+        for name in (f"seg_{h}_resnet18" for h in sorted(heads)):
+            model = flexbone.create_model(name, num_classes=3)
+            assert isinstance(model, SegmentationModel) and model.default_cfg["architecture"] == name
+            assert model(torch.empty(1, 3, 64, 64)).shape == (1, 3, 16, 16), name
+    # names beyond the listed ones resolve too; bad ones are unknown models with a hint
+    assert flexbone.is_model("seg_fpn_mobilenetv2_035") and model_family("seg_fpn_mobilenetv2_035") == "seg"
+    assert not flexbone.is_model("seg_fpn_resnet19") and not flexbone.is_model("seg_unet_resnet18")
+    with pytest.raises(UnknownModelError, match="Did you mean: resnet18"):
+        flexbone.create_model("seg_ffnet_b_resnet19")

@@ -47,6 +47,13 @@ def create_model(
             check_range(f"{model_name}: {arg}", kwargs[arg], lo, hi, integer=integer)
     if "output_stride" in kwargs and kwargs["output_stride"] not in (8, 16, 32):
         raise ConfigError(f"output_stride must be 8, 16 or 32, not {kwargs['output_stride']}")
+    if pretrained is True:
+        raise FlexboneError(
+            "flexbone never downloads weights: pass pretrained='/path/to/checkpoint' "
+            "(a timm or torchvision checkpoint of the same architecture loads as it is)"
+        )
+    if getattr(entry, "loads_pretrained", False):  # a composed model (seg_*) loads a checkpoint into its backbone
+        kwargs["pretrained"], pretrained = pretrained, False
     try:
         model = entry(**kwargs)
     except TypeError as e:
@@ -62,11 +69,6 @@ def create_model(
         raise
     if isinstance(getattr(model, "default_cfg", None), dict):  # timm's cfg names the architecture
         model.default_cfg = {**model.default_cfg, "architecture": model_name}
-    if pretrained is True:
-        raise FlexboneError(
-            "flexbone never downloads weights: pass pretrained='/path/to/checkpoint' "
-            "(a timm or torchvision checkpoint of the same architecture loads as it is)"
-        )
     if pretrained:
         load_checkpoint(model, pretrained, key=checkpoint_key, skip_mismatched_classifier=True, adapt_first_conv=True)
     if features_only:

@@ -2,16 +2,63 @@
 
 A family module registers each variant with ``@register_model``; the function builds the model from
 keyword arguments. Registration happens at import time of ``flexbone.models``.
+
+Names that compose registered models (``seg_<head>_<backbone>``: a segmentation head over any model with
+``features_only``) are a *pattern*: ``register_model_pattern(prefix, resolver)`` resolves each such name on
+demand, so every combination works in :func:`create_model` / :func:`is_model` without registering thousands
+of names. :func:`list_models` shows a pattern's listed examples only when asked for by a pattern or a family
+(``list_models('seg_*')``, ``family='seg'``): ``list_models()`` alone stays the zoo of backbones that the
+registry-wide tests walk.
 """
 from __future__ import annotations
 
 import fnmatch
+import importlib
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from ..errors import FlexboneError, UnknownModelError, did_you_mean
 
 _model_entrypoints: dict[str, Callable] = {}
 _model_family: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class ModelPattern:
+    """Names ``<prefix>...`` resolved on demand; the callables are ``'module:function'`` strings, imported on
+    first use (the composing package may import ``flexbone.models`` itself)."""
+
+    prefix: str
+    resolver: str  # resolver(name) -> builder; raises UnknownModelError (or ConfigError) for a bad name
+    listed: str  # listed() -> the example names list_models shows
+    family: str
+
+    def resolve(self, name: str) -> Callable:
+        return _import(self.resolver)(name)
+
+    def examples(self) -> list[str]:
+        return list(_import(self.listed)())
+
+
+_model_patterns: dict[str, ModelPattern] = {}
+
+
+def _import(target: str) -> Callable:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def register_model_pattern(prefix: str, resolver: str, *, listed: str, family: str) -> None:
+    """Resolve every name starting with ``prefix`` with ``resolver`` (``'module:function'``, name -> builder)."""
+    if prefix in _model_patterns:
+        raise FlexboneError(f"model pattern {prefix!r}* is already registered")
+    _model_patterns[prefix] = ModelPattern(prefix, resolver, listed, family)
+
+
+def _pattern_of(name: str) -> ModelPattern | None:
+    if name in _model_entrypoints:
+        return None
+    return next((p for prefix, p in _model_patterns.items() if name.startswith(prefix)), None)
 
 
 def register_model(fn: Callable | None = None, *, name: str | None = None, family: str | None = None):
@@ -32,11 +79,14 @@ def register_model(fn: Callable | None = None, *, name: str | None = None, famil
 
 def list_models(pattern: str | Iterable[str] = "", family: str | None = None, exclude: str | Iterable[str] = "") -> list[str]:
     """Registered model names, sorted, filtered by shell-style wildcard ``pattern`` (e.g. ``'resnet*'``)."""
-    names = sorted(_model_entrypoints)
-    if family:
-        names = [n for n in names if _model_family[n] == family]
     patterns = [pattern] if isinstance(pattern, str) else list(pattern)
     patterns = [p for p in patterns if p]
+    names = list(_model_entrypoints)
+    if patterns or family:  # composed names (seg_*) only when asked for: see the module doc
+        names += [n for p in _model_patterns.values() for n in p.examples()]
+    names = sorted(set(names))
+    if family:
+        names = [n for n in names if model_family(n) == family]
     if patterns:
         names = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
     excludes = [exclude] if isinstance(exclude, str) else list(exclude)
@@ -46,16 +96,31 @@ def list_models(pattern: str | Iterable[str] = "", family: str | None = None, ex
 
 
 def is_model(name: str) -> bool:
-    return name in _model_entrypoints
+    """Whether ``name`` is a registered model or a valid name of a registered pattern."""
+    if name in _model_entrypoints:
+        return True
+    pattern = _pattern_of(name)
+    if pattern is None:
+        return False
+    try:
+        pattern.resolve(name)
+    except FlexboneError:
+        return False
+    return True
 
 
 def model_family(name: str) -> str:
+    pattern = _pattern_of(name)
     model_entrypoint(name)  # raises a helpful error for unknown names
-    return _model_family[name]
+    return pattern.family if pattern is not None else _model_family[name]
 
 
 def model_entrypoint(name: str) -> Callable:
-    """The builder registered under ``name``; unknown names raise with the closest matches."""
+    """The builder registered under ``name`` (or resolved by its pattern); unknown names raise with the closest
+    matches."""
+    pattern = _pattern_of(name)
+    if pattern is not None:
+        return pattern.resolve(name)
     try:
         return _model_entrypoints[name]
     except KeyError:

@@ -6,8 +6,11 @@ levels) and puts a fresh head on it. ``pretrained=`` loads a *classification* ch
 before its classifier is dropped, so ImageNet (or any flexbone / timm) weights start the backbone while the
 head starts fresh, as FFNet does.
 
-Names: :func:`create_segmentation_model` takes ``seg_<head>_<backbone>`` (e.g. ``seg_ffnet_b_resnet18``,
-``seg_fpn_mobilenetv2_100``) or a registered FFNet (``ffnet40S_BBB_mobile``).
+Names: ``seg_<head>_<backbone>`` (e.g. ``seg_ffnet_b_resnet18``, ``seg_fpn_mobilenetv2_100``) is a model
+name of the registry (``create_model``, ``is_model``, family ``seg``), resolved by pattern for every head and
+every model with ``features_only`` (:func:`seg_entrypoint`); ``list_models('seg_*')`` lists each head over the
+backbones of :data:`LISTED_BACKBONES`. :func:`create_segmentation_model` takes those names or a registered
+segmentation FFNet (``ffnet40S_BBB_mobile``).
 """
 from __future__ import annotations
 
@@ -18,8 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import ConfigError
-from ..models import create_model, is_model, model_family
+from ..errors import ConfigError, UnknownModelError, did_you_mean
+from ..models import create_model, is_model, list_models, model_family
 from .heads import HEADS, create_head
 
 PYRAMID = (-4, -3, -2, -1)  # the 4 deepest levels: strides 4, 8, 16, 32 for every family
@@ -40,6 +43,8 @@ class SegmentationModel(nn.Module):
             if not getattr(backbone, "features_only", False):
                 raise ConfigError("pass a backbone built with features_only=True (or a registered name)")
         self.backbone = backbone
+        # Swin's features_only maps are channels-last, as timm's (output_fmt 'NHWC'); the heads take (B, C, H, W)
+        self.channels_last_maps = getattr(backbone, "output_fmt", "NCHW") == "NHWC"
         self.head_name = head
         self.head = create_head(head, backbone.feature_info.channels(), num_classes)
         self.num_classes = num_classes
@@ -53,7 +58,10 @@ class SegmentationModel(nn.Module):
         return self.backbone.feature_info
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))  # (B, num_classes, H/4, W/4)
+        maps = self.backbone(x)
+        if self.channels_last_maps:
+            maps = [m.permute(0, 3, 1, 2) for m in maps]  # (B, H, W, C) -> (B, C, H, W)
+        return self.head(maps)  # (B, num_classes, H/4, W/4)
 
 
 def parse_seg_name(name: str) -> tuple[str, str] | None:
@@ -64,16 +72,42 @@ def parse_seg_name(name: str) -> tuple[str, str] | None:
     for head in sorted(HEADS, key=len, reverse=True):  # 'ffnet_b_mobile' before 'ffnet_b'
         if rest.startswith(head + "_"):
             return head, rest[len(head) + 1:]
-    raise ConfigError(f"{name!r}: expected seg_<head>_<backbone> with a head from {', '.join(HEADS)}")
+    raise UnknownModelError(f"unknown model {name!r}: expected seg_<head>_<backbone> with a head from "
+                            f"{', '.join(HEADS)}")
+
+
+# one backbone per family the issue names (ResNet, ResNet-RS, MobileNetV2/V3, PVT v1/v2, VoVNet, CBNet): what
+# list_models('seg_*') shows; every other model with features_only works by name too
+LISTED_BACKBONES = ("resnet18", "resnet50", "resnetrs50", "mobilenetv2_100", "mobilenetv3_large_100", "pvt_tiny",
+                    "pvt_v2_b0", "ese_vovnet19b_dw", "cb_resnet50")
+
+
+def listed_seg_models() -> list[str]:
+    """The ``seg_*`` names :func:`flexbone.list_models` shows: every head over :data:`LISTED_BACKBONES`."""
+    return [f"seg_{head}_{backbone}" for head in HEADS for backbone in LISTED_BACKBONES]
+
+
+def seg_entrypoint(name: str):
+    """The registry's builder for ``seg_<head>_<backbone>`` (raises UnknownModelError for a bad name)."""
+    head, backbone = parse_seg_name(name)
+    if not is_model(backbone) or backbone.startswith("seg_"):
+        backbones = [n for n in list_models() if not n.startswith("seg_")]
+        raise UnknownModelError(f"unknown model {name!r}: {backbone!r} is not a zoo backbone."
+                                f"{did_you_mean(backbone, backbones)}")
+
+    def build(num_classes: int = 19, pretrained: bool | str | os.PathLike = False, **kwargs: Any) -> SegmentationModel:
+        return SegmentationModel(backbone, head, num_classes, pretrained=pretrained, **kwargs)
+
+    build.loads_pretrained = True  # a classification checkpoint goes into the backbone (create_model passes it)
+    build.model_cls = SegmentationModel
+    return build
 
 
 def create_segmentation_model(name: str, num_classes: int = 19, pretrained: bool | str | os.PathLike = False,
                               **kwargs: Any) -> nn.Module:
     """A segmentation model by name: ``seg_<head>_<backbone>`` or a registered segmentation FFNet."""
-    parsed = parse_seg_name(name)
-    if parsed is not None:
-        head, backbone = parsed
-        return SegmentationModel(backbone, head, num_classes, pretrained=pretrained, **kwargs)
+    if name.startswith("seg_"):
+        return create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
     if is_model(name) and model_family(name) == "ffnet":
         model = create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
         if getattr(model, "task", None) != "segmentation":
