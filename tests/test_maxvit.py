@@ -1,0 +1,80 @@
+"""MaxViT vs timm's ``maxxvit.py`` (``maxvit_*_tf_*``, the models ported from the official TF code).
+
+Every name has timm's parameter names, shapes, counts and feature levels (built on the meta device); the tiny
+model loads timm's state dict strictly and gives the same outputs (eval, fp32, <= 1e-5) at 64 and 32 px
+(window / grid partitions 2x2 and 1x1; the model is built for its input size, as timm's ``img_size``), also in
+train mode with other options; stochastic depth and preprocessing are timm's.
+"""
+import pytest
+import torch
+
+import flexbone
+from flexbone.bench.complexity import build_on_meta
+from flexbone.errors import ConfigError
+from flexbone.models.maxvit import VARIANTS
+
+from _helpers import max_abs_diff, randomize_
+from _zoo_parity import assert_features_match, assert_outputs_match, assert_preprocessing_matches
+
+timm = pytest.importorskip("timm")
+
+pytestmark = pytest.mark.parity
+
+
+def test_registered_names_are_timms():
+    names = set(flexbone.list_models(family="maxvit"))
+    assert names == set(VARIANTS) == {"maxvit_tiny_tf_224", "maxvit_small_tf_224", "maxvit_base_tf_224"}
+    assert names <= set(timm.list_models("maxvit*"))
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_state_dict_and_levels_are_timms(name):
+    ours = build_on_meta(name)
+    with torch.device("meta"):
+        ref = timm.create_model(name)
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
+    assert ours.num_params() == sum(p.numel() for p in ref.parameters())
+    assert [dict(s) for s in ours.feature_info] == [dict(s) for s in ref.feature_info]
+    assert (ours.num_features, ours.head_hidden_size) == (ref.num_features, ref.head_hidden_size)
+
+
+@pytest.mark.parametrize("size", [64, pytest.param(32, marks=pytest.mark.slow)])
+def test_timm_outputs_and_feature_maps_match(size):
+    ref = timm.create_model("maxvit_tiny_tf_224", img_size=size)
+    assert_outputs_match(ref, "maxvit_tiny_tf_224", size=size, img_size=size)
+    assert_features_match(ref, "maxvit_tiny_tf_224", size=size, img_size=size)
+
+
+def test_train_mode_and_options_match_timm():
+    kwargs = dict(img_size=64, num_classes=7, in_chans=1, global_pool="max")
+    ref = randomize_(timm.create_model("maxvit_tiny_tf_224", **kwargs))
+    ours = flexbone.create_model("maxvit_tiny_tf_224", **kwargs)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, 1, 64, 64)
+    out = ours(x)  # train mode: batch statistics
+    assert out.shape == (2, 7) and max_abs_diff(out, ref(x)) <= 1e-5
+
+
+def test_stochastic_depth_rates_are_timms():
+    with torch.device("meta"):
+        ref = timm.create_model("maxvit_tiny_tf_224", drop_path_rate=0.3)
+        ours = flexbone.create_model("maxvit_tiny_tf_224", drop_path_rate=0.3)
+
+    def rates(model):
+        return {n: round(m.drop_prob, 6) for n, m in model.named_modules() if type(m).__name__ == "DropPath"}
+
+    assert rates(ours) == rates(ref) and max(rates(ours).values()) == pytest.approx(0.3)
+
+
+def test_preprocessing_is_timms():
+    assert_preprocessing_matches(timm, sorted(VARIANTS))
+
+
+def test_bad_input_size_and_options_are_clear_errors():
+    model = flexbone.create_model("maxvit_tiny_tf_224", img_size=64)
+    with pytest.raises(ConfigError, match="img_size"):
+        model(torch.randn(1, 3, 96, 96))  # 3x3 maps do not split into the 2x2 windows made for 64 px
+    with pytest.raises(ConfigError, match="output_stride"):
+        flexbone.create_model("maxvit_tiny_tf_224", output_stride=16)
+    with pytest.raises(ConfigError, match="img_size"):
+        flexbone.create_model("maxvit_tiny_tf_224", img_size=16)
