@@ -127,20 +127,39 @@ def _time_onnxruntime(module: nn.Module, x: torch.Tensor, threads: int | None, w
                       statistic: str, clock: str) -> float:
     import warnings
 
-    import onnxruntime as ort
-
     with tempfile.TemporaryDirectory(prefix="flexbone-latency-") as tmp:
         path = os.path.join(tmp, "part.onnx")
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice, once per part
             torch.onnx.export(module, (x,), path, input_names=["x"], output_names=["y"], opset_version=17,
                               dynamo=False)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    feed = {"x": x.numpy()}
-    return _time_ms(lambda: session.run(None, feed), warmup, repeats, statistic, clock)
+        return time_onnx_file(path, tuple(x.shape[1:]), batch_size=x.shape[0], threads=threads, warmup=warmup,
+                              repeats=repeats, statistic=statistic, clock=clock)
+
+
+def time_onnx_file(path: str | os.PathLike, in_shape: tuple[int, ...], *, batch_size: int = 1,
+                   threads: int | None = None, warmup: int = 5, repeats: int = 20, statistic: str = "median",
+                   clock: str = "wall") -> float:
+    """Median (or ``'min'``) latency in ms of the ONNX file at ``path`` in an onnxruntime CPU session with
+    ``threads`` intra-op threads (default: torch's count) and onnxruntime's other defaults, as a deployer runs it,
+    on a random float32 batch of ``batch_size`` images of ``in_shape``. The session is closed before returning
+    (its spinning worker threads would slow whatever this process runs next)."""
+    import gc
+
+    import onnxruntime as ort
+
+    check_timing_options("onnxruntime", batch_size, threads, "fp32", warmup, repeats, False, statistic, clock)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: torch.randn(batch_size, *in_shape).numpy()}
+    try:
+        return _time_ms(lambda: session.run(None, feed), warmup, repeats, statistic, clock)
+    finally:
+        del session
+        gc.collect()
 
 
 def _where_measured(backend: str, batch_size: int, threads: int | None, dtype: str, channels_last: bool,
