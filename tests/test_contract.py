@@ -39,7 +39,6 @@ MODULE_NAMES = {("MobileNetV3", "act1"): "bn1"}  # (our model class, our module)
 # Families that landed while issue 18 was under way and miss part of the contract: each gap is the named family
 # file's to close (strict xfail: the mark fails as soon as the gap is closed, so that it is removed then).
 KNOWN_GAPS: dict[tuple[str, str], str] = {
-    ("features_only", "swin"): "models/swin.py: timm's Swin feature maps are NHWC, ours NCHW",
     **{(test, "stitch"): "stitch/snnet.py: SNNet is registered as a model but is not a flexbone Backbone "
                          "(no pretrained_cfg, feature_info, space)"
        for test in ("attributes", "pyramid", "fx", "backward")},
@@ -168,10 +167,15 @@ def test_four_level_pyramid_option(name):
         model = flexbone.create_model(name, features_only=True, out_indices=PYRAMID).eval()
     assert model.feature_info.get_dicts() == list(levels)[-4:]
     _, h, w = model.default_cfg["input_size"]
-    maps = model(torch.empty(2, model_in_chans(model), h, w, device="meta"))
+    maps = _nchw(model, model(torch.empty(2, model_in_chans(model), h, w, device="meta")))
     assert [m.shape[:2] for m in maps] == [(2, c) for c in model.feature_info.channels()]
     for m, r in zip(maps, model.feature_info.reduction()):  # input / reduction (valid-padding families: a bit less)
         assert h // r - 4 <= m.shape[-2] <= -(-h // r) and w // r - 4 <= m.shape[-1] <= -(-w // r), (m.shape, r)
+
+
+def _nchw(model: Backbone, maps: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``features_only`` maps as ``(B, C, H, W)`` (Swin's are channels-last, as timm's: ``output_fmt``)."""
+    return [m.permute(0, 3, 1, 2) for m in maps] if model.output_fmt == "NHWC" else maps
 
 
 def model_in_chans(model: Backbone) -> int:
@@ -241,6 +245,20 @@ def test_features_only_matches_timm(family, name):
     ours.as_features((1, -1))
     assert [tuple(t.shape) for t in ours(x)] == [tuple(t.shape) for t in ref_pair(x)]
     assert ours.feature_info.channels() == ref_pair.feature_info.channels()
+    if hasattr(ref, "output_fmt"):  # timm's FeatureListNet says its maps' layout (Swin: NHWC)
+        assert ours.output_fmt == ref.output_fmt
+
+
+def test_segmentation_heads_take_channels_last_pyramids():
+    """A segmentation head over Swin (NHWC maps, as timm's) sees the same maps as over their NCHW form."""
+    from flexbone.seg.model import SegmentationModel
+
+    model = SegmentationModel("swin_tiny_patch4_window7_224", "fpn", num_classes=3, img_size=64).eval()
+    assert model.backbone.output_fmt == "NHWC"
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        nchw = model.backbone.forward_intermediates(x, list(PYRAMID), intermediates_only=True)
+        assert max_abs_diff(model(x), model.head(nchw)) < 1e-5  # (a permuted view vs a contiguous copy)
 
 
 @pytest.mark.parity

@@ -49,10 +49,16 @@ def test_outputs_and_features_match_timm(size):
         assert max_abs_diff(f1, f2) <= 1e-5 and all(max_abs_diff(a, b) <= 1e-5 for a, b in zip(i1, i2))
         feats = flexbone.create_model(name, img_size=size, features_only=True).eval()
         feats.load_state_dict({k: v for k, v in ref.state_dict().items() if not k.startswith("head")}, strict=True)
-        maps = feats(x)
-        ref_maps = ref.forward_intermediates(x, intermediates_only=True)
-        assert [m.shape[1] for m in maps] == [96, 192, 384, 768]
-        assert all(max_abs_diff(a, b) <= 1e-5 for a, b in zip(maps, ref_maps))
+        maps = feats(x)  # channels-last, as timm's Swin feature extractor
+        ref_feats = timm.create_model(name, img_size=size, features_only=True).eval()
+        ref_feats.load_state_dict({k.replace("layers.", "layers_", 1): v for k, v in feats.state_dict().items()
+                                   if not k.startswith("norm.")})
+        ref_maps = ref_feats(x)
+        assert feats.output_fmt == ref_feats.output_fmt == "NHWC"
+        assert [m.shape[-1] for m in maps] == [96, 192, 384, 768]
+        assert all(a.shape == b.shape and max_abs_diff(a, b) <= 1e-5 for a, b in zip(maps, ref_maps))
+        nchw = ours.forward_intermediates(x, intermediates_only=True)  # timm's forward_intermediates: NCHW
+        assert all(max_abs_diff(a.permute(0, 3, 1, 2), b) == 0 for a, b in zip(maps, nchw))
 
 
 @pytest.mark.parity

@@ -69,6 +69,9 @@ class Backbone(nn.Module):
     _features_tail: tuple[str, ...] = ()
     # head modules sized by the trunk's width, which prune_intermediate_layers removes with the trunk's end
     _head_after_trunk: tuple[str, ...] = ()
+    # layout of the ``features_only`` maps, as timm's feature extractor of the same model reports it
+    # (``'NHWC'`` for Swin, whose stages run channels-last; ``'NCHW'`` everywhere else)
+    output_fmt: str = "NCHW"
 
     def __init__(self) -> None:
         super().__init__()
@@ -120,7 +123,7 @@ class Backbone(nn.Module):
         else:
             if self.features_only:
                 return self.forward_intermediates(x, list(self.out_indices), stop_early=True,
-                                                  intermediates_only=True)
+                                                  output_fmt=self.output_fmt, intermediates_only=True)
             return self.forward_head(self.forward_features(x))
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:

@@ -5,7 +5,9 @@ blocks, unfused window attention with a relative position bias table, the -100 s
 ``swin_*`` checkpoints load with ``strict=True`` and give the same outputs (``tests/test_swin.py``).
 
 Feature levels are the four stages (timm: ``layers.i``, strides 4..32); ``features_only`` returns them as
-``(B, C, H, W)`` maps. Stages of blocks, each entered through patch merging, are what SN-Net stitches.
+timm's Swin feature extractor does, channels-last ``(B, H, W, C)`` maps (``model.output_fmt == 'NHWC'``), and
+``forward_intermediates`` as timm's, ``(B, C, H, W)`` (``output_fmt='NHWC'`` gives them channels-last too).
+Stages of blocks, each entered through patch merging, are what SN-Net stitches.
 """
 from __future__ import annotations
 
@@ -204,12 +206,16 @@ class _NormHead(nn.Module):
 class SwinTransformer(Backbone):
     """Swin Transformer: a 4x4 patch embedding, four stages (widths ``embed_dim * 2**i``), norm, pooled head.
 
+    ``forward_features`` and the ``features_only`` maps are channels-last, ``(B, H, W, C)``, as timm's.
+
     Args:
         img_size: the square input size (masks and window sizes are made for it; inputs must have it).
         patch_size, embed_dim, depths, num_heads, window_size, mlp_ratio, qkv_bias: the architecture.
         drop_rate: dropout before the classifier. drop_path_rate: stochastic depth, rising linearly over all
             blocks (default 0.1, as timm). proj_drop_rate, attn_drop_rate: dropout inside the blocks.
     """
+
+    output_fmt = "NHWC"  # timm's attribute: the stages' layout (forward_features, features_only)
 
     def __init__(self, img_size: int = 224, patch_size: int = 4, in_chans: int = 3, num_classes: int = 1000,
                  global_pool: str = "avg", embed_dim: int = 96, depths: Sequence[int] = (2, 2, 6, 2),
@@ -271,9 +277,13 @@ class SwinTransformer(Backbone):
     @torch.jit.unused
     def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None, norm: bool = False,
                               stop_early: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False):
-        """timm's ``forward_intermediates``: stage outputs as ``(B, C, H, W)``; ``norm`` normalises the last."""
-        if output_fmt != "NCHW":
-            raise ConfigError(f"output_fmt must be 'NCHW' for Swin, not {output_fmt!r}")
+        """timm's ``forward_intermediates``: stage outputs as ``(B, C, H, W)``; ``norm`` normalises the last.
+
+        ``output_fmt='NHWC'`` (timm's Swin takes only ``'NCHW'`` here) returns the stage outputs as they run,
+        ``(B, H, W, C)``: the maps of ``features_only``, as timm's feature extractor gives them.
+        """
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ConfigError(f"output_fmt must be 'NCHW' or 'NHWC' for Swin, not {output_fmt!r}")
         take = _take_indices(len(self.layers), indices)
         x = self.patch_embed(x)
         last = max(take) if stop_early else len(self.layers) - 1
@@ -282,7 +292,7 @@ class SwinTransformer(Backbone):
             x = stage(x)
             if i in take:
                 y = self.norm(x) if norm and i == len(self.layers) - 1 else x
-                inter.append(y.permute(0, 3, 1, 2).contiguous())
+                inter.append(y.permute(0, 3, 1, 2).contiguous() if output_fmt == "NCHW" else y)
         if intermediates_only:
             return inter
         return (self.norm(x) if last == len(self.layers) - 1 else x), inter
