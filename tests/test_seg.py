@@ -211,39 +211,98 @@ def test_evaluate_upsamples_logits_and_counts_every_labelled_pixel():
     assert out["iou"][0] == pytest.approx(out["pixel_acc"])  # all predicted background
 
 
-def _train_tiny(tmp_path):
+# a few steps of seg_digits at 32 px with everything the engine adds: EMA, the poly schedule, checkpoints
+TINY = ["--model.name", "seg_fpn_mobilenetv3_small_050", "--seg.digits_train_size", "16",
+        "--seg.digits_val_size", "4", "--seg.digits_canvas", "32", "--data.img_size", "32", "--data.batch_size", "8",
+        "--schedule.epochs", "2", "--schedule.name", "poly", "--train.ema_decay", "0.9", "--train.log_interval", "1",
+        "--train.eval_every", "1"]
+
+
+def _train_tiny(tmp_path, name="run", extra=(), **kwargs):
     from flexbone.config import load_recipe
     from flexbone.train.engine import run
 
-    recipe = load_recipe("seg_digits", [
-        "--model.name", "seg_fpn_mobilenetv3_small_050", "--seg.digits_train_size", "16",
-        "--seg.digits_val_size", "4", "--seg.digits_canvas", "32", "--data.img_size", "32",
-        "--data.batch_size", "8", "--schedule.epochs", "1"])
+    recipe = load_recipe("seg_digits", TINY + ["--train.output_dir", str(tmp_path), "--train.run_name", name,
+                                               *extra])
     assert recipe.task == "segmentation"
-    summary = run(recipe, run_dir=tmp_path / "run", quiet=True)
-    assert np.isfinite(summary["miou"]) and 0 <= summary["miou"] <= 100
-    saved = json.loads((tmp_path / "run/summary.json").read_text())
-    assert saved["num_classes"] == 11 and len(saved["iou"]) == 11
-    assert (tmp_path / "run/last.safetensors").is_file() and (tmp_path / "run/recipe.yaml").is_file()
-    with pytest.raises(ConfigError, match="already holds"):
-        run(recipe, run_dir=tmp_path / "run", quiet=True)
-    return summary
+    return run(recipe, progress=False, quiet=True, **kwargs)
 
 
 def test_seg_digits_recipe_trains_through_the_engine(tmp_path):
-    _train_tiny(tmp_path)
+    import csv
+
+    result = _train_tiny(tmp_path)
+    assert result.metric == "miou" and result.top1 is None
+    assert 0 <= result.final["miou"] <= 100 and len(result.final["iou"]) == 11
+    assert result.best == max(r["eval_miou"] for r in _rows(result.run_dir))  # checkpoint-best chosen on mIoU
+    run_dir = tmp_path / "run"
+    for f in ("checkpoint-last.pt", "checkpoint-best.pt", "model.safetensors", "model_ema.safetensors", "recipe.yaml"):
+        assert (run_dir / f).is_file(), f
+    with open(run_dir / "metrics.csv") as f:
+        row = list(csv.DictReader(f))[-1]
+    assert {"eval_miou", "eval_pixel_acc", "ema_miou", "eval_loss"} <= set(row)
+    assert float(row["eval_miou"]) == pytest.approx(result.final["miou"])
+    with pytest.raises(ConfigError, match="already holds"):
+        _train_tiny(tmp_path)
+    with pytest.raises(ConfigError, match="not one"):
+        _train_tiny(tmp_path, "cls", ["--model.name", "resnet18"])
+
+
+def _rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_interrupted_and_resumed_segmentation_run_is_bit_identical(tmp_path, monkeypatch):
+    from flexbone.train import engine
+    from flexbone.train.checkpoint import LAST, load_training_state
+
+    extra = ["--seg.color_jitter", "0.3", "--train.max_steps_per_epoch", "2"]  # random scale, crop, jitter
+    full = _train_tiny(tmp_path, "full", extra)
+    original = engine.train_one_epoch
+
+    def interrupted(model, loader, *args, epoch=0, **kwargs):  # killed after one step of the second epoch
+        if epoch == 1:
+            def dying_loader():
+                for i, batch in enumerate(loader):
+                    if i == 1:
+                        raise KeyboardInterrupt
+                    yield batch
+            return original(model, dying_loader(), *args, epoch=epoch, **kwargs)
+        return original(model, loader, *args, epoch=epoch, **kwargs)
+
+    monkeypatch.setattr(engine, "train_one_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _train_tiny(tmp_path, "cut", extra)
+    assert load_training_state(tmp_path / "cut")["epoch"] == 1
+    monkeypatch.setattr(engine, "train_one_epoch", original)
+    torch.manual_seed(12345)  # the resuming process's generators have moved on
+    resumed = _train_tiny(tmp_path, "cut", extra, resume=tmp_path / "cut")
+    a, b = (torch.load(r.run_dir / LAST, weights_only=True) for r in (full, resumed))
+    assert a["step"] == b["step"] == 4 and a["best_metric"] == "miou" and a["best_score"] == b["best_score"]
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for key in a["ema"]["module"]:
+        assert torch.equal(a["ema"]["module"][key], b["ema"]["module"][key]), key
+    for idx, state in a["optimizer"]["state"].items():
+        assert torch.equal(state["exp_avg"], b["optimizer"]["state"][idx]["exp_avg"])
+    assert full.final["miou"] == resumed.final["miou"] and [r["epoch"] for r in _rows(resumed.run_dir)] == [0, 1]
+    init = create_segmentation_model("seg_fpn_mobilenetv3_small_050", num_classes=11).state_dict()
+    assert any(not torch.equal(v, a["model"][k]) for k, v in init.items() if v.is_floating_point())  # it trained
 
 
 @pytest.mark.cli
 def test_validate_and_predict_commands_on_a_segmentation_run(tmp_path, capsys):
     from flexbone.cli import main
 
-    summary = _train_tiny(tmp_path)
-    ckpt = str(tmp_path / "run/last.safetensors")
+    run = _train_tiny(tmp_path)
+    ckpt = str(tmp_path / "run/model.safetensors")
     capsys.readouterr()
     assert main(["validate", "--checkpoint", ckpt, "--data", "seg_digits", "--json", "--workers", "0"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["miou"] == pytest.approx(summary["miou"]) and result["images"] == 4  # the run's own val set
+    assert result["miou"] == pytest.approx(run.final["miou"]) and result["images"] == 4  # the run's own val set
+    assert main(["validate", "--checkpoint", str(tmp_path / "run/checkpoint-last.pt"), "--data", "seg_digits",
+                 "--json", "--workers", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["miou"] == pytest.approx(run.final["miou"])
     ds = DigitsSegmentation("val", 2, size=32)
     for i in range(2):
         Image.fromarray(ds.images[i].permute(1, 2, 0).numpy()).save(tmp_path / f"canvas{i}.png")

@@ -74,3 +74,25 @@ def test_param_group_lr_scale_and_state_roundtrip():
     resumed = LRScheduler(opt2, fn)
     resumed.load_state_dict(sched.state_dict())
     assert opt2.param_groups[0]["lr"] == lr_a
+
+
+@pytest.mark.parity
+def test_poly_matches_torch_polynomial_lr_and_the_hand_formula():
+    from flexbone.train.schedule import poly_lr
+
+    total, peak, power = 50, 0.4, 0.9
+    opt = _opt(peak)
+    ref, want = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=total, power=power), []
+    for _ in range(total + 3):  # past the end: both stay at 0
+        want.append(opt.param_groups[0]["lr"])
+        opt.step()
+        ref.step()
+    cfg = ScheduleConfig(name="poly", epochs=10, power=power)
+    ours = create_scheduler(_opt(), cfg, peak_lr=peak, steps_per_epoch=5)
+    assert _our_lrs(ours, total + 3) == pytest.approx(want, rel=1e-9, abs=1e-15)
+    # warm-up, then the decay from the peak to the floor over the remaining steps
+    warm, floor = 10, 1e-3
+    lrs = [poly_lr(s, total, peak, power, warm, 0.01, floor) for s in range(total + 1)]
+    assert lrs[:warm] == pytest.approx([0.01 + (peak - 0.01) * s / warm for s in range(warm)])
+    assert lrs[warm:] == pytest.approx([floor + (peak - floor) * (1 - t / (total - warm)) ** power
+                                        for t in range(total - warm + 1)])

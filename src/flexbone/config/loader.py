@@ -401,6 +401,7 @@ def validate_recipe(recipe: Recipe, source: str = "recipe") -> None:
     check(s.warmup_lr >= 0 and s.min_lr >= 0, "schedule.warmup_lr and schedule.min_lr must be >= 0")
     check(s.decay_epochs > 0, "schedule.decay_epochs must be positive")
     check(0 < s.decay_rate <= 1, "schedule.decay_rate must be in (0, 1]")
+    check(s.power > 0, "schedule.power must be > 0 (poly: lr = peak * (1 - progress) ** power)")
     check(0 <= l.label_smoothing < 1, "loss.label_smoothing must be in [0, 1)")
     check(l.bce_target_threshold is None or 0 < l.bce_target_threshold <= 1,
           "loss.bce_target_threshold must be in (0, 1] (or null = off)")

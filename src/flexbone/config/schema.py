@@ -105,13 +105,14 @@ class OptimConfig:
 class ScheduleConfig:
     """Learning-rate schedule, evaluated per optimiser step (fractional epochs)."""
 
-    name: Literal["cosine", "step"] = "cosine"
+    name: Literal["cosine", "step", "poly"] = "cosine"
     epochs: int = 100  # total training epochs, warm-up included
     warmup_epochs: float = 0.0  # linear warm-up from warmup_lr to the peak lr over this many epochs
     warmup_lr: float = 0.0  # absolute learning rate at step 0 (not scaled with the batch size)
-    min_lr: float = 0.0  # cosine floor: absolute learning rate reached at the last step
+    min_lr: float = 0.0  # cosine / poly floor: absolute learning rate reached at the last step
     decay_epochs: float = 30.0  # step: multiply the lr by decay_rate every decay_epochs epochs
     decay_rate: float = 0.1  # step: the decay factor
+    power: float = 0.9  # poly: lr = peak * (1 - progress) ** power after the warm-up (DeepLab / FFNet: 0.9)
 
 
 @dataclass
@@ -216,7 +217,8 @@ class Recipe:
     """A complete, validated training recipe (see ``recipes/*.yaml``)."""
 
     description: str = ""  # one line: what the recipe reproduces and where its numbers come from
-    task: Literal["classification", "segmentation"] = "classification"  # segmentation: flexbone.seg.training
+    task: Literal["classification", "segmentation"] = "classification"  # segmentation: the engine with the
+    # segmentation strategy (flexbone.seg.training): image + mask data, ignore-index loss, mIoU
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     aug: AugConfig = field(default_factory=AugConfig)

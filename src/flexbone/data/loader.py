@@ -258,6 +258,10 @@ def build_loaders(recipe: Recipe, world_size: int = 1, rank: int = 0, *, pin_mem
     d = recipe.data
     if world_size < 1 or not 0 <= rank < world_size:
         raise ConfigError(f"invalid rank {rank} for world size {world_size}")
+    if getattr(recipe, "task", "classification") == "segmentation":  # image + mask pairs (flexbone.seg.data)
+        from ..seg.data import build_loaders as build_segmentation_loaders
+
+        return build_segmentation_loaders(recipe, world_size, rank, pin_memory=pin_memory, with_holdout=with_holdout)
     if d.batch_size % world_size:
         raise ConfigError(f"data.batch_size {d.batch_size} (global) is not divisible by the {world_size} processes")
     if with_holdout:

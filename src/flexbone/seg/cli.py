@@ -1,7 +1,7 @@
 """`flexbone validate` and `flexbone predict` for segmentation models (the commands hand over to these).
 
-A segmentation checkpoint is recognised by its metadata (``task: segmentation``, written by
-:func:`flexbone.seg.training.run_segmentation` into ``last.safetensors``) or by a segmentation ``--model`` name
+A segmentation checkpoint is recognised by its metadata (``task: segmentation``, which the engine writes into a
+segmentation run's ``model.safetensors`` and ``checkpoint-*.pt``) or by a segmentation ``--model`` name
 (``seg_<head>_<backbone>``, a segmentation FFNet).
 
 * validate: mIoU / pixel accuracy / per-class IoU on ``--data seg_digits`` (the demo's validation canvases), a
@@ -24,17 +24,17 @@ from ..errors import CheckpointError, ConfigError
 
 
 def checkpoint_metadata(path: str | None) -> dict[str, Any]:
-    """The segmentation metadata of a ``.safetensors`` checkpoint ({} for other files or no metadata)."""
-    if not path or not str(path).endswith(".safetensors") or not Path(path).is_file():
+    """The metadata of a segmentation run's weights or training checkpoint ({} for anything else)."""
+    if not path or not Path(path).is_file():
         return {}
-    from safetensors import safe_open
+    from ..errors import FlexboneError
+    from ..train.checkpoint import read_metadata
 
     try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-        return json.loads(meta["seg"]) if "seg" in meta else {}
-    except Exception:  # noqa: BLE001 - a corrupt file: the classification path reports it in one line
+        meta = read_metadata(path)
+    except FlexboneError:  # a corrupt file: the classification path reports it in one line
         return {}
+    return meta if meta.get("task") == "segmentation" else {}
 
 
 def is_segmentation(args: argparse.Namespace) -> bool:
@@ -57,14 +57,14 @@ def load_model(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any
     if not name:
         raise ConfigError("give --model: the checkpoint does not say which segmentation model it holds")
     num_classes = int(meta.get("num_classes", 19))
-    model = create_segmentation_model(name, num_classes=num_classes)
+    model = create_segmentation_model(name, num_classes=num_classes, **meta.get("model_kwargs", {}))
     report = load_checkpoint(model, args.checkpoint, strict=False)
     if not report.ok:
         raise CheckpointError(f"{args.checkpoint} does not fit {name}: {report.describe()}")
     cfg = getattr(model, "default_cfg", {})
     meta.setdefault("mean", list(cfg.get("mean", (0.485, 0.456, 0.406))))
     meta.setdefault("std", list(cfg.get("std", (0.229, 0.224, 0.225))))
-    meta.setdefault("classes", [str(i) for i in range(num_classes)])
+    meta["classes"] = list(meta.get("class_names") or [str(i) for i in range(num_classes)])
     return model.eval(), meta
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -296,3 +296,73 @@ class DigitsSegmentation(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return apply_joint(self.transform, self.images[index], self.masks[index])
+
+
+# ------------------------------------------------------------------------------------------ a recipe's loaders
+def build_datasets(recipe: Any) -> tuple[Dataset, Dataset, list[str]]:
+    """Train and validation sets a ``task: segmentation`` recipe names, with their transforms, and the classes."""
+    d, s = recipe.data, recipe.seg
+    train_tf = train_transform(d.img_size, scale=tuple(s.scale), hflip=recipe.aug.hflip, color_jitter=s.color_jitter,
+                               mean=d.mean, std=d.std, ignore_index=s.ignore_index)
+    val_tf = eval_transform(d.mean, d.std)
+    if d.dataset == "seg_digits":
+        train = DigitsSegmentation("train", s.digits_train_size, s.digits_canvas, s.digits_seed, train_tf)
+        val = DigitsSegmentation("val", s.digits_val_size, s.digits_canvas, s.digits_seed, val_tf)
+        return train, val, train.classes
+    if d.path is None:
+        raise ConfigError(f"data.dataset={d.dataset} needs data.path")
+    if d.dataset == "cityscapes":
+        pairs, label_map, classes = cityscapes_pairs, cityscapes_label_map(), list(CITYSCAPES_CLASSES)
+        num_classes = len(classes)
+    elif d.dataset == "seg_folder":
+        if recipe.model.num_classes is None:
+            raise ConfigError("data.dataset=seg_folder needs model.num_classes (the number of mask classes)")
+        pairs, label_map, classes, num_classes = folder_pairs, None, None, recipe.model.num_classes
+    else:
+        raise ConfigError(f"task=segmentation needs data.dataset seg_digits, seg_folder or cityscapes, not {d.dataset}")
+    sets = []
+    for split, tf in ((d.train_split, train_tf), (d.val_split, val_tf)):
+        found, skipped = pairs(d.path, split, strict=d.strict)
+        sets.append(SegmentationPairs(found, num_classes, tf, label_map, s.ignore_index, d.strict, classes, skipped))
+    return sets[0], sets[1], sets[0].classes
+
+
+def build_loaders(recipe: Any, world_size: int = 1, rank: int = 0, *, pin_memory: bool | None = None,
+                  with_holdout: bool = False):
+    """:func:`flexbone.data.loader.build_loaders` for a segmentation recipe (it hands over here): the same
+    returns, image + mask batches. The train loader shuffles from its own generator (the engine re-seeds it per
+    epoch) and drops the last partial batch; the validation shards are not padded, so no pixel counts twice in
+    the confusion matrix summed over processes. There is no hold-out split: checkpoint-best is chosen on val."""
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    from ..data.samplers import ShardedEvalSampler
+
+    d = recipe.data
+    if d.batch_size % world_size:
+        raise ConfigError(f"data.batch_size {d.batch_size} (global) is not divisible by the {world_size} processes")
+    if d.holdout_fraction:
+        raise ConfigError("data.holdout_fraction is for classification; a segmentation run chooses checkpoint-best "
+                          "on its val split")
+    train_set, val_set, classes = build_datasets(recipe)
+    num_classes = recipe.model.num_classes or len(classes)
+    if num_classes != len(classes):
+        raise ConfigError(f"model.num_classes={num_classes} but {d.dataset} has {len(classes)} classes")
+    if pin_memory is None:
+        pin_memory = d.pin_memory and torch.cuda.is_available()
+    seed = recipe.train.seed
+
+    def loader(ds: Dataset, batch: int, train: bool) -> DataLoader:
+        sampler = None
+        if world_size > 1:
+            sampler = DistributedSampler(ds, world_size, rank, shuffle=True, seed=seed) if train \
+                else ShardedEvalSampler(ds, world_size, rank)
+        return DataLoader(ds, batch_size=batch, shuffle=train and sampler is None, sampler=sampler,
+                          num_workers=d.workers, drop_last=train and len(ds) >= batch * world_size,
+                          pin_memory=pin_memory, generator=torch.Generator().manual_seed(seed),
+                          persistent_workers=d.workers > 0)
+
+    train_loader = loader(train_set, d.batch_size // world_size, True)
+    val_loader = loader(val_set, max(1, (d.eval_batch_size or d.batch_size) // world_size), False)
+    if with_holdout:
+        return train_loader, None, val_loader, num_classes, list(classes)
+    return train_loader, val_loader, num_classes, list(classes)

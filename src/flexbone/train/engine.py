@@ -315,6 +315,14 @@ class RunResult:
     metrics: Path
     plot: Path
     seconds: float
+    metric: str = "top1"  # the evaluation metric checkpoint-best was chosen on (segmentation: 'miou')
+    best: float | None = None  # its best value
+    final: dict[str, Any] = dataclasses.field(default_factory=dict)  # the final evaluation (every metric)
+
+
+def _describe(record: dict[str, Any], prefix: str, metrics: dict[str, str], sep: str = ", ") -> str:
+    """'top-1 76.10%, top-5 92.90%' from ``record[prefix + name]`` for each metric."""
+    return sep.join(f"{label} {record[prefix + name]:.2f}%" for name, label in metrics.items())
 
 
 def default_run_name(recipe: Any, recipe_name: str) -> str:
@@ -363,11 +371,6 @@ def run(
         progress: show the tqdm progress bar (rank 0 only).
         quiet: print nothing but errors.
     """
-    if getattr(recipe, "task", "classification") == "segmentation":  # its own loop (flexbone.seg.training)
-        from ..seg.training import run_segmentation
-
-        return run_segmentation(recipe, run_dir=run_dir, recipe_name=recipe_name, quiet=quiet, model=model,
-                                resume=resume)
     dist_info = init_distributed(recipe.train.device)
     try:
         runner = strategy_runner(recipe)  # a chain of runs (progressive shrinking: one per phase)
@@ -453,8 +456,12 @@ def _run(recipe: Any, dist_info: DistInfo, *, recipe_name: str, run_dir: str | P
     autocast_dtype = amp_dtype(tr.amp, device)
     scaler = torch.amp.GradScaler("cuda") if tr.amp == "fp16" else None
     ema = ModelEma(model, tr.ema_decay, warmup=tr.ema_warmup) if tr.ema_decay > 0 else None
+    # what an evaluation reports (name -> label): top-1/top-5, or a strategy's own (segmentation: mIoU ...);
+    # checkpoint-best is chosen on the first
+    metrics = dict(strategy.metrics)
+    select_metric = next(iter(metrics))
 
-    start_epoch, global_step, best_top1, best_epoch = 0, 0, None, None
+    start_epoch, global_step, best_score, best_epoch = 0, 0, None, None
     if state is not None:
         try:
             unwrap_model(model).load_state_dict(state["model"])
@@ -468,7 +475,7 @@ def _run(recipe: Any, dist_info: DistInfo, *, recipe_name: str, run_dir: str | P
         if scaler is not None and state.get("scaler") is not None:
             scaler.load_state_dict(state["scaler"])
         start_epoch, global_step = int(state["epoch"]), int(state["step"])
-        best_top1, best_epoch = state.get("best_top1"), state.get("best_epoch")
+        best_score, best_epoch = state.get("best_score", state.get("best_top1")), state.get("best_epoch")
         if dist_info.distributed and state.get("world_size", 1) != dist_info.world_size:
             say(f"note: resuming a {state.get('world_size', 1)}-process run with {dist_info.world_size} processes;"
                 " the data order and RNG streams differ from the original run")
@@ -490,7 +497,7 @@ def _run(recipe: Any, dist_info: DistInfo, *, recipe_name: str, run_dir: str | P
             "crop_pct": recipe.data.crop_pct, "interpolation": recipe.data.interpolation,
             "mean": list(recipe.data.mean), "std": list(recipe.data.std), "model_kwargs": dict(recipe.model.kwargs),
             "dataset": recipe.data.dataset, "digits_test_fraction": recipe.data.digits_test_fraction,
-            "digits_split_seed": recipe.data.digits_split_seed,
+            "digits_split_seed": recipe.data.digits_split_seed, **strategy.metadata(),
         }
         logger = MetricsLogger(run_dir, enabled=is_main, tensorboard=tr.tensorboard)
         if is_main:
@@ -517,7 +524,8 @@ def _run(recipe: Any, dist_info: DistInfo, *, recipe_name: str, run_dir: str | P
                 "model": unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
                 "scaler": scaler.state_dict() if scaler is not None else None, "rng": rng,
-                "epoch": epoch_done, "step": global_step, "best_top1": best_top1, "best_epoch": best_epoch,
+                "epoch": epoch_done, "step": global_step, "best_score": best_score, "best_metric": select_metric,
+                "best_top1": best_score if select_metric == "top1" else None, "best_epoch": best_epoch,
                 "world_size": dist_info.world_size, "metadata": metadata,
             }
 
@@ -547,18 +555,19 @@ def _run(recipe: Any, dist_info: DistInfo, *, recipe_name: str, run_dir: str | P
                                                   channels_last=recipe.model.channels_last)
                     for name, sub in last_eval.get("subnets", {}).items():
                         record.update({f"eval_{name}_top1": sub["top1"], f"eval_{name}_loss": sub["loss"]})
-                    record.update(eval_loss=last_eval["loss"], eval_top1=last_eval["top1"], eval_top5=last_eval["top5"])
+                    record.update(eval_loss=last_eval["loss"], **{f"eval_{k}": last_eval[k] for k in metrics})
                     if ema is not None:
-                        ema_eval = evaluate(ema.module, select_loader, device, amp=autocast_dtype,
-                                            channels_last=recipe.model.channels_last)
-                        record.update(ema_loss=ema_eval["loss"], ema_top1=ema_eval["top1"], ema_top5=ema_eval["top5"])
+                        ema_eval = strategy.evaluate_model(ema.module, select_loader, device, amp=autocast_dtype,
+                                                           channels_last=recipe.model.channels_last)
+                        record.update(ema_loss=ema_eval["loss"], **{f"ema_{k}": ema_eval[k] for k in metrics})
                 skipped = sum(getattr(loader, "total_skipped", 0) for loader in {train_loader, select_loader, eval_loader})
                 skipped = int(all_reduce_sum([float(skipped)], device)[0])
                 if skipped:  # unreadable images dropped so far (the loader warns once per file)
                     record["skipped_images"] = skipped
-                is_best = "eval_top1" in record and (best_top1 is None or record["eval_top1"] > best_top1)
+                score = record.get(f"eval_{select_metric}")
+                is_best = score is not None and (best_score is None or score > best_score)
                 if is_best:
-                    best_top1, best_epoch = record["eval_top1"], epoch
+                    best_score, best_epoch = score, epoch
                 logger.log_epoch(record)
                 if (epoch + 1) % tr.save_every == 0 or last_epoch or is_best:
                     ckpt = checkpoint_state(epoch + 1)  # collective in DDP: every rank takes part
@@ -569,13 +578,14 @@ def _run(recipe: Any, dist_info: DistInfo, *, recipe_name: str, run_dir: str | P
                             save_training_state(run_dir / BEST, ckpt)
                 say(f"epoch {epoch + 1}/{epochs}: train loss {stats['loss']:.4f}, lr {stats['lr']:.3g}, "
                     f"{stats['img_per_s']:.0f} img/s"
-                    + (f" | {select_name} top-1 {record['eval_top1']:.2f}%, top-5 {record['eval_top5']:.2f}%"
-                       if "eval_top1" in record else "")
-                    + (f" | EMA top-1 {record['ema_top1']:.2f}%" if "ema_top1" in record else ""))
+                    + (f" | {select_name} {_describe(record, 'eval_', metrics)}" if score is not None else "")
+                    + (f" | EMA {_describe(record, 'ema_', {select_metric: metrics[select_metric]})}"
+                       if f"ema_{select_metric}" in record else ""))
         except NonFiniteLossError as e:
             bar.close()
             if is_main and logger.epochs:
-                plot_metrics(run_dir, logger.epochs, logger.steps, title=f"{recipe.model.name} ({recipe_name})")
+                plot_metrics(run_dir, logger.epochs, logger.steps, title=f"{recipe.model.name} ({recipe_name})",
+                             metrics=metrics)
             kept = run_dir / LAST
             where = (f"the last good checkpoint {kept} is kept" if kept.is_file()
                      else "no checkpoint had been written yet")
@@ -590,28 +600,33 @@ def _run(recipe: Any, dist_info: DistInfo, *, recipe_name: str, run_dir: str | P
         weights = run_dir / WEIGHTS
         plot = run_dir / CURVES_PNG
         if is_main:
-            final_meta = {**metadata, "epochs": epochs, "top1": last_eval["top1"] if last_eval else None,
-                          "best_top1_on": select_name}
+            final_meta = {**metadata, "epochs": epochs, **{k: last_eval[k] if last_eval else None for k in metrics},
+                          f"best_{select_metric}_on": select_name}
             save_model_weights(unwrap_model(model).state_dict(), weights, final_meta)
             if ema is not None:
                 save_model_weights(ema.module.state_dict(), run_dir / EMA_WEIGHTS, final_meta)
-            plot_metrics(run_dir, logger.epochs, logger.steps, title=f"{recipe.model.name} ({recipe_name})")
+            plot_metrics(run_dir, logger.epochs, logger.steps, title=f"{recipe.model.name} ({recipe_name})",
+                             metrics=metrics)
         result = RunResult(
-            run_dir=run_dir, epochs=epochs, top1=last_eval["top1"] if last_eval else None,
-            top5=last_eval["top5"] if last_eval else None, best_top1=best_top1, checkpoint=run_dir / LAST,
-            best_checkpoint=run_dir / BEST if best_top1 is not None else None, weights=weights,
+            run_dir=run_dir, epochs=epochs, top1=last_eval.get("top1") if last_eval else None,
+            top5=last_eval.get("top5") if last_eval else None,
+            best_top1=best_score if select_metric == "top1" else None, checkpoint=run_dir / LAST,
+            best_checkpoint=run_dir / BEST if best_score is not None else None, weights=weights,
             recipe=run_dir / "recipe.yaml", metrics=run_dir / METRICS_CSV, plot=plot,
-            seconds=time.perf_counter() - t_start)
+            seconds=time.perf_counter() - t_start, metric=select_metric, best=best_score,
+            final=dict(last_eval) if last_eval else {})
         if last_eval is not None:
+            label = metrics[select_metric]
             if holdout_loader is not None:
-                chosen = (f"; checkpoint-best chosen on {len(holdout_loader.dataset)} hold-out images: top-1 "
-                          f"{best_top1:.2f}% at epoch {best_epoch + 1}" if best_top1 is not None else "")
-                say(f"\ntest top-1 {last_eval['top1']:.2f}%  top-5 {last_eval['top5']:.2f}%  ({last_eval['images']} "
+                chosen = (f"; checkpoint-best chosen on {len(holdout_loader.dataset)} hold-out images: {label} "
+                          f"{best_score:.2f}% at epoch {best_epoch + 1}" if best_score is not None else "")
+                say(f"\ntest {_describe(last_eval, '', metrics, '  ')}  ({last_eval['images']} "
                     f"images, the final model, evaluated once{chosen})")
             else:
-                say(f"\ntest top-1 {last_eval['top1']:.2f}%  top-5 {last_eval['top5']:.2f}%  "
-                    f"({last_eval['images']} images; best top-1 {best_top1:.2f}% at epoch {best_epoch + 1}, chosen "
-                    f"on these same images: set data.holdout_fraction to choose on images kept apart)")
+                say(f"\ntest {_describe(last_eval, '', metrics, '  ')}  "
+                    f"({last_eval['images']} images; best {label} {best_score:.2f}% at epoch {best_epoch + 1}, chosen "
+                    f"on these same images" + (": set data.holdout_fraction to choose on images kept apart)"
+                                               if select_metric == "top1" else ")"))
         say(f"run directory   {run_dir}\n"
             f"  checkpoint    {run_dir / LAST}  (resume: flexbone train --resume {run_dir})\n"
             f"  best          {run_dir / BEST}\n"

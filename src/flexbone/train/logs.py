@@ -112,8 +112,9 @@ class MetricsLogger:
 
 
 def plot_metrics(run_dir: str | Path, epochs: list[Mapping[str, Any]], steps: list[Mapping[str, Any]],
-                 title: str = "") -> Path:
-    """Loss, accuracy and learning-rate curves of a run as ``curves.png``."""
+                 title: str = "", metrics: Mapping[str, str] | None = None) -> Path:
+    """Loss, accuracy and learning-rate curves of a run as ``curves.png``; ``metrics`` ({name: label}, default
+    top-1 and top-5) are the evaluation columns ``eval_<name>`` drawn, the first also for the EMA weights."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display needed
@@ -128,15 +129,17 @@ def plot_metrics(run_dir: str | Path, epochs: list[Mapping[str, Any]], steps: li
         ax_lr.plot(x, [s["lr"] for s in steps], lw=1.2)
     ep = [r["epoch"] + 1 for r in epochs]
     ax_loss.plot(ep, [r["train_loss"] for r in epochs], "o-", label="train (epoch mean)")
-    evaluated = [r for r in epochs if "eval_top1" in r]
+    metrics = dict(metrics or {"top1": "top-1", "top5": "top-5"})
+    first = next(iter(metrics))
+    evaluated = [r for r in epochs if f"eval_{first}" in r]
     if evaluated:
         ev = [r["epoch"] + 1 for r in evaluated]
         ax_loss.plot(ev, [r["eval_loss"] for r in evaluated], "s-", label="eval (cross-entropy)")
-        ax_acc.plot(ev, [r["eval_top1"] for r in evaluated], "o-", label="top-1")
-        ax_acc.plot(ev, [r["eval_top5"] for r in evaluated], "s--", label="top-5")
-        if any("ema_top1" in r for r in evaluated):
-            ax_acc.plot([r["epoch"] + 1 for r in evaluated if "ema_top1" in r],
-                        [r["ema_top1"] for r in evaluated if "ema_top1" in r], "^-", label="EMA top-1")
+        for (name, label), style in zip(metrics.items(), ("o-", "s--", "d:", "v-.")):
+            ax_acc.plot(ev, [r[f"eval_{name}"] for r in evaluated], style, label=label)
+        if any(f"ema_{first}" in r for r in evaluated):
+            ax_acc.plot([r["epoch"] + 1 for r in evaluated if f"ema_{first}" in r],
+                        [r[f"ema_{first}"] for r in evaluated if f"ema_{first}" in r], "^-", label=f"EMA {metrics[first]}")
     ax_loss.set(title="loss", xlabel="epoch")
     ax_acc.set(title="evaluation accuracy (%)", xlabel="epoch")
     ax_lr.set(title="learning rate", xlabel="epoch")

@@ -10,6 +10,9 @@ its whole state is one integer and a resumed run continues on exactly the same c
 * step: the same optional linear warm-up, then the peak multiplied by ``decay_rate`` every
   ``decay_steps`` steps counted from the end of the warm-up (timm's ``StepLRScheduler``, whose
   ``warmup_prefix`` defaults to True).
+* poly: the same optional linear warm-up, then ``min_lr + (peak - min_lr) * (1 - progress) ** power`` over the
+  remaining steps (the "poly" policy of DeepLab, Chen et al. 2017, power 0.9; FFNet trains with it); with no
+  warm-up and ``min_lr`` 0 it is torch's ``PolynomialLR(total_iters=total_steps, power=power)``.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import torch
 
 from ..errors import ConfigError
 
-SCHEDULES = ("cosine", "step")
+SCHEDULES = ("cosine", "step", "poly")
 
 
 def cosine_lr(step: int, total_steps: int, peak_lr: float, warmup_steps: int = 0, warmup_lr: float = 0.0,
@@ -30,6 +33,15 @@ def cosine_lr(step: int, total_steps: int, peak_lr: float, warmup_steps: int = 0
         return warmup_lr + (peak_lr - warmup_lr) * step / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return min_lr + 0.5 * (peak_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def poly_lr(step: int, total_steps: int, peak_lr: float, power: float = 0.9, warmup_steps: int = 0,
+            warmup_lr: float = 0.0, min_lr: float = 0.0) -> float:
+    """Learning rate at optimiser step ``step`` (0-based) of a warm-up + polynomial-decay schedule."""
+    if step < warmup_steps:
+        return warmup_lr + (peak_lr - warmup_lr) * step / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr + (peak_lr - min_lr) * (1.0 - progress) ** power
 
 
 def step_lr(step: int, peak_lr: float, decay_steps: int, decay_rate: float, warmup_steps: int = 0,
@@ -83,6 +95,9 @@ def create_scheduler(optimizer: torch.optim.Optimizer, cfg: Any, peak_lr: float,
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
     if cfg.name == "cosine":
         return LRScheduler(optimizer, lambda s: cosine_lr(s, total, peak_lr, warmup, cfg.warmup_lr, cfg.min_lr))
+    if cfg.name == "poly":
+        return LRScheduler(optimizer, lambda s: poly_lr(s, total, peak_lr, cfg.power, warmup, cfg.warmup_lr,
+                                                        cfg.min_lr))
     if cfg.name == "step":
         decay = max(1, int(round(cfg.decay_epochs * steps_per_epoch)))
         return LRScheduler(optimizer, lambda s: step_lr(s, peak_lr, decay, cfg.decay_rate, warmup, cfg.warmup_lr))

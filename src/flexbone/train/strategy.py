@@ -12,10 +12,16 @@ A strategy implements :class:`TrainingStrategy`:
   ``{name: that dict}`` for the extra networks it reports (logged as ``eval_<name>_top1``).
 * ``handles_mixup``: the strategy mixes the batch itself (the engine passes it unmixed);
   ``find_unused_parameters``: a step may leave parameters unused (DDP must be told).
+* ``metrics``: ``{name: label}`` of what ``evaluate`` reports besides ``loss`` and ``images`` (logged as
+  ``eval_<name>``); the first is the one checkpoint-best is chosen on, higher is better. Classification:
+  top-1, top-5; segmentation: mIoU, pixel and mean class accuracy.
+* ``evaluate_model(model, loader, device, *, amp, channels_last)``: those metrics of one model as it is (the
+  EMA weights are evaluated with it); ``metadata()``: entries the run adds to its checkpoints' metadata.
 
 Strategies by name (:data:`STRATEGIES`, ``'module:builder'`` strings imported on first use): ``plain``
 (this file), ``progressive`` / ``sandwich`` / ``deps`` (``flexbone.elastic.training``), ``stitching``
-(``flexbone.stitch.training``). A recipe picks one with ``elastic.strategy``; with ``none`` the model may
+(``flexbone.stitch.training``), ``segmentation`` (``flexbone.seg.training``, the strategy of every
+``task: segmentation`` recipe). A recipe picks one with ``elastic.strategy``; with ``none`` the model may
 name its own (``model.training_strategy``: an SN-Net trains by stitching), else ``plain``. A new strategy is
 one new file with a builder ``build(recipe, model, **context)`` plus its line in :data:`STRATEGIES` (or a
 ``'module:builder'`` string as the model's ``training_strategy``). A strategy that is a chain of runs
@@ -38,6 +44,7 @@ class TrainingStrategy:
 
     handles_mixup: bool = False
     find_unused_parameters: bool = False
+    metrics: dict[str, str] = {"top1": "top-1", "top5": "top-5"}  # name -> label; the first chooses checkpoint-best
 
     def step(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, epoch: int, step: int,
              amp: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
@@ -50,9 +57,19 @@ class TrainingStrategy:
     def evaluate(self, model: nn.Module, eval_loader: Iterable, calib_loader: Iterable, device: torch.device, *,
                  amp: torch.dtype | None = None, channels_last: bool = False) -> dict[str, Any]:
         """The model as it is, on ``eval_loader`` (``calib_loader`` is for strategies that recalibrate BN)."""
+        return self.evaluate_model(model, eval_loader, device, amp=amp, channels_last=channels_last)
+
+    @torch.no_grad()
+    def evaluate_model(self, model: nn.Module, loader: Iterable, device: torch.device, *,
+                       amp: torch.dtype | None = None, channels_last: bool = False) -> dict[str, Any]:
+        """:attr:`metrics`, ``loss`` and ``images`` of one model on ``loader`` (summed over processes)."""
         from .engine import evaluate  # strategies use the engine's metrics; the engine never imports them
 
-        return evaluate(model, eval_loader, device, amp=amp, channels_last=channels_last)
+        return evaluate(model, loader, device, amp=amp, channels_last=channels_last)
+
+    def metadata(self) -> dict[str, Any]:
+        """Entries for the run's checkpoint metadata (e.g. ``task``); none by default."""
+        return {}
 
 
 def backward(loss: torch.Tensor, scaler: torch.amp.GradScaler | None) -> None:
@@ -98,7 +115,10 @@ STRATEGIES: dict[str, str] = {
     "sandwich": "flexbone.elastic.training:build_elastic_training",
     "deps": "flexbone.elastic.training:build_elastic_training",
     "stitching": "flexbone.stitch.training:build_stitch_training",
+    "segmentation": "flexbone.seg.training:build_segmentation_training",
 }
+# the strategy a recipe's task implies (when elastic.strategy is 'none')
+TASK_STRATEGIES: dict[str, str] = {"segmentation": "segmentation"}
 # strategies that train as a chain of runs: name -> "module:runner" (runner(recipe, run_one, **run_kwargs))
 RUNNERS: dict[str, str] = {"progressive": "flexbone.elastic.training:run_phases"}
 
@@ -109,10 +129,14 @@ def _resolve(target: str) -> Callable:
 
 
 def strategy_name(recipe: Any, model: nn.Module | None = None) -> str:
-    """The strategy a run uses: ``elastic.strategy`` unless 'none', then the model's own, then 'plain'."""
+    """The strategy a run uses: ``elastic.strategy`` unless 'none', then the task's (segmentation), then the
+    model's own, then 'plain'."""
     name = getattr(recipe.elastic, "strategy", "none")
     if name != "none":
         return name
+    task = TASK_STRATEGIES.get(getattr(recipe, "task", "classification"))
+    if task is not None:
+        return task
     model = getattr(model, "module", model)  # DDP-wrapped
     return getattr(model, "training_strategy", None) or "plain"
 
