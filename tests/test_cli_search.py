@@ -20,7 +20,7 @@ from flexbone.train import engine
 from test_elastic_training import DIGITS, SUPERNET, TOY
 
 pytestmark = pytest.mark.cli
-TOY16 = {**TOY, "resolutions": [16]}  # the digits' 16 px is the space's one resolution
+TOY16 = {**TOY, "resolutions": [12, 16]}  # the digits are evaluated at 16 px; --resolutions all searches 12 too
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_search_finds_checks_and_saves_a_subnet_per_budget(tmp_path, trained, ca
     assert float(found[1]["latency_predicted_ms"]) <= 1000
     table = json.loads((out / "latency_table.json").read_text())
     assert table["resolutions"] == [16] and table["info"]["batch_size"] == 1
-    predictor = AccuracyPredictor.load(out / "predictor.safetensors", space)
+    predictor = AccuracyPredictor.load(out / "predictor.safetensors", space.restrict(resolution=[16]))  # searched at 16
     assert predictor.info["fit"]["configs"] == 4 and predictor.info["pretrained"]["proxies"] == ["macs", "params"]
     png = (out / "search.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -92,6 +92,32 @@ def test_search_finds_checks_and_saves_a_subnet_per_budget(tmp_path, trained, ca
                    "--latency-table", str(out / "latency_table.json")) == 0
     assert not (again / "subnets.csv").exists() and not (again / "latency_table.json").exists()
     assert [r["config"] for r in _rows(again / "search.csv")] == [r["config"] for r in found]
+
+
+@pytest.mark.slow
+def test_search_over_resolutions_evaluates_each_subnet_at_its_own(tmp_path, trained):
+    """--resolutions all: the resolution is a gene; sampled and found sub-networks are evaluated at their own size
+    (a found one, reloaded and run on the test digits at that size, scores what search.csv says), and the latency
+    table covers every searched size."""
+    out = tmp_path / "found"
+    assert _search(out, "--checkpoint", str(trained), "--n", "6", "--resolutions", "all",
+                   "--budget", "latency=1s", "--budget", "macs=1G") == 0
+    sampled = _rows(out / "subnets.csv")
+    assert {int(r["img_size"]) for r in sampled} == {12, 16}
+    assert all(json.loads(r["config"])["resolution"] == int(r["img_size"]) for r in sampled)
+    assert json.loads((out / "latency_table.json").read_text())["resolutions"] == [12, 16]
+    recipe = load_recipe("sandwich_mbv3", DIGITS)
+    for row in _rows(out / "search.csv"):
+        size = int(row["img_size"])
+        assert SubnetConfig.from_json(row["config"]).resolution == size
+        recipe.data.test_img_size = size
+        data = digits_dataset(False, DIGITS["data.digits_test_fraction"], 0, build_eval_transform(recipe.data))
+        x = torch.stack([data[i][0] for i in range(len(data))])
+        y = torch.tensor([data[i][1] for i in range(len(data))])
+        assert x.shape[-1] == size
+        with torch.no_grad():
+            top1 = (load_subnet(out / row["folder"]).eval()(x).argmax(1) == y).float().mean().item() * 100
+        assert top1 == pytest.approx(float(row["top1_measured"]), abs=1e-6)
 
 
 def test_parse_budgets():
@@ -113,6 +139,8 @@ def test_search_errors_come_before_any_work(tmp_path, trained, capsys):
         (ck + ["--budget", "macs=1G", "--predictor", str(tmp_path / "other.safetensors")],
          "fitted for another search space"),
         (ck + ["--budget", "macs=1G", "--img-size", "24"], "not a resolution of"),
+        (ck + ["--budget", "macs=1G", "--resolutions", "12,24"], "--resolutions: 24 is not a resolution of"),
+        (ck + ["--budget", "macs=1G", "--resolutions", "twelve"], "give sizes joined by commas"),
     ]
     for args, message in cases:
         assert _search(tmp_path / "out", *args) == 2, args

@@ -8,9 +8,11 @@ table on this machine if a budget limits latency and ``--latency-table`` gives n
 (evolution, :mod:`flexbone.search.evolution`); then check each found sub-network: BN recalibration, evaluation on
 the data, latency measured by timing the extracted network.
 
-The search runs at the resolution the data is evaluated at (``--img-size``, else the run's): a supernet with
-elastic resolution is searched at that one resolution. Everything is validated before any work starts, and
-``DIR`` appears only when complete.
+A supernet with elastic resolution is searched at the resolution the data is evaluated at (``--img-size``, else
+the run's) or, with ``--resolutions 160,192,224`` (or ``all``: every resolution of its space), over those too:
+the resolution is then one more gene of the search, the sampled and the found sub-networks are each evaluated at
+their own resolution, and the latency table covers them all. Everything is validated before any work starts,
+and ``DIR`` appears only when complete.
 
 DIR/
   <budget>/config.json + model.safetensors    one per budget (load_subnet(folder))
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import ConfigError
-from ..options import int_range
+from ..options import float_range, int_range
 
 EPILOG = """examples:
   flexbone search --checkpoint runs/x/model.safetensors --data /data/imagenet --budget macs=300M --out found/
@@ -77,13 +79,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int_range(1), default=10, help="timed runs per latency measurement (median)")
     p.add_argument("--img-size", type=int_range(1), default=None, metavar="N", help="evaluation (and search) "
                                                                                    "resolution")
-    p.add_argument("--crop-pct", type=float, default=None, metavar="F")
+    p.add_argument("--resolutions", default=None, metavar="R1,R2,...|all",
+                   help="search these input resolutions of a supernet with elastic resolution (all: every one of "
+                        "its space; default: only the evaluation resolution)")
+    p.add_argument("--crop-pct", type=float_range(0, 1, lo_open=True), default=None, metavar="F",
+                   help="centre-crop ratio in (0, 1]")
     p.add_argument("--interpolation", choices=("nearest", "bilinear", "bicubic"), default=None)
     p.add_argument("--split", default="val", help="image-folder sub-folder to evaluate (default val)")
     p.add_argument("--train-split", default="train", help="image-folder sub-folder for BN recalibration")
     p.add_argument("--workers", type=int_range(0), default=2, help="data loader processes")
     p.add_argument("--threads", type=int_range(1), default=None, metavar="N", help="torch intra-op threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--resume", action="store_true", help="reuse the sub-networks an interrupted run of the same "
+                                                         "command evaluated (kept in DIR.partial.csv)")
     p.set_defaults(func=run, device="cpu", amp="none")
 
 
@@ -125,12 +133,13 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data.loader import ImageLoader
     from ..data.samplers import ShardedEvalSampler
-    from ..outputs import check_writable, staged_dir
+    from ..outputs import check_writable, describe_os_error, staged_dir
     from ..search.costs import build_costs
     from ..search.latency import LatencyTable, MeasuredLatency
     from ..elastic.space import SubnetConfig
     from ..search.predictor import AccuracyPredictor
-    from .subnets import _calibration_loader, _load_supernet
+    from ..interrupt import interrupt_note
+    from .subnets import _calibration_loader, _load_supernet, read_rows, write_csv
     from .validate import eval_data_config, eval_dataset
 
     # ---- everything checked before any work
@@ -140,24 +149,22 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("the same budget is given twice")
     out = Path(args.out)
     check_writable(out, is_dir=True)
+    partial = out.with_name(f"{out.name}.partial.csv")  # the evaluated rows as they come (Ctrl-C keeps them)
+    check_writable(partial)
+    done = read_rows(partial) if args.resume and partial.is_file() else {}
     if args.threads:
         torch.set_num_threads(args.threads)
     supernet, meta = _load_supernet(args.checkpoint, args.supernet)
     data_cfg = eval_data_config(args, meta, supernet)
     img_size = data_cfg.img_size
     space = supernet.space
-    if space.resolution:
-        if img_size not in space.resolution:
-            raise ConfigError(f"the data is evaluated at {img_size} px, which is not a resolution of "
-                              f"{space.name} ({', '.join(map(str, space.resolution))}): pass --img-size with one "
-                              f"of them")
-        space = space.restrict(resolution=[img_size])
-    else:
-        space = dataclasses.replace(space)
+    resolutions = search_resolutions(args.resolutions, space, img_size)
+    space = space.restrict(resolution=resolutions) if space.resolution else dataclasses.replace(space)
     uses_latency = any("latency" in b for b in budgets)
     table = LatencyTable.load(args.latency_table, supernet) if args.latency_table else None
-    if table is not None and img_size not in table.resolutions:
-        raise ConfigError(f"--latency-table {args.latency_table} has no timings at {img_size} px (it has "
+    missing = [r for r in resolutions if table is not None and r not in table.resolutions]
+    if missing:
+        raise ConfigError(f"--latency-table {args.latency_table} has no timings at {missing[0]} px (it has "
                           f"{', '.join(map(str, table.resolutions))})")
     predictor = AccuracyPredictor.load(args.predictor, space) if args.predictor else None
     timing = dict(batch_size=args.batch_size_latency, threads=args.threads, warmup=args.warmup, repeats=args.repeats)
@@ -172,23 +179,50 @@ def run(args: argparse.Namespace) -> int:
                 unit = " ms" if name == "latency" else ""
                 raise ConfigError(f"budget {name}<={limit:g}{unit} cannot be met: the smallest sub-network of "
                                   f"{space.name} costs {name} = {cost:g}{unit}")
-    eval_set = eval_dataset(args.data, args.split, data_cfg, meta.get("class_names"))
-    eval_loader = ImageLoader(eval_set, args.batch_size, ShardedEvalSampler(eval_set), args.workers, False, False,
-                              False, 0)
-    calib_loader = _calibration_loader(args.data, args.train_split, data_cfg, meta.get("class_names"),
-                                       args.bn_batches, args.batch_size, args.seed, args.workers, False)
+    def loaders_at(size: int) -> tuple[Any, Any]:
+        """(calibration, evaluation) loaders of the data at ``size`` px."""
+        cfg = dataclasses.replace(data_cfg, img_size=size, test_img_size=size)
+        eval_set = eval_dataset(args.data, args.split, cfg, meta.get("class_names"))
+        eval_loader = ImageLoader(eval_set, args.batch_size, ShardedEvalSampler(eval_set), args.workers, False, False,
+                                  False, 0)
+        calib_loader = _calibration_loader(args.data, args.train_split, cfg, meta.get("class_names"),
+                                           args.bn_batches, args.batch_size, args.seed, args.workers, False)
+        return calib_loader, eval_loader
+
+    loaders = {r: loaders_at(r) for r in resolutions}  # every data error shows here, before any work
     progress = not args.no_progress
     name = args.supernet or meta.get("model")
 
-    with staged_dir(out) as tmp, torch.no_grad():
+    finished = list(done.values())  # every evaluated row, kept in ``partial`` as it comes
+    unkept: list[dict[str, Any]] = []
+
+    def keep(row: dict[str, Any]) -> None:
+        finished.append(row)
+        try:
+            write_csv(finished, partial)
+        except OSError as e:  # e.g. a full disk: the search goes on, the rows stay in memory
+            if not unkept:
+                print(f"flexbone: warning: cannot keep rows in {partial} ({describe_os_error(e)}); continuing",
+                      file=sys.stderr)
+            unkept.append(row)
+
+    def kept() -> str:
+        if unkept:
+            return f"{len(finished)} evaluated sub-network(s) could not be kept ({partial} was not writable)"
+        if not finished:
+            return f"nothing kept: {out} is written only when the search finishes"
+        return (f"kept {len(finished)} evaluated sub-network(s) in {partial}; rerun the same command with --resume "
+                f"to continue")
+
+    with interrupt_note(kept), staged_dir(out) as tmp, torch.no_grad():
         # ---- the predictor
         rows: list[dict[str, Any]] = []
         if predictor is None:
-            predictor = _fit_predictor(args, supernet, space, costs, calib_loader, eval_loader, img_size, progress,
-                                       tmp, rows)
+            predictor = _fit_predictor(args, supernet, space, costs, loaders, img_size, progress, tmp, rows,
+                                       on_row=keep, done=done)
         # ---- the latency table
         if uses_latency and table is None:
-            table = LatencyTable.build(supernet, resolutions=[img_size] if supernet.space.resolution else None,
+            table = LatencyTable.build(supernet, resolutions=resolutions if supernet.space.resolution else None,
                                        progress=progress, **timing)
             table.save(tmp / "latency_table.json")
         if table is not None:
@@ -202,21 +236,57 @@ def run(args: argparse.Namespace) -> int:
         results = search(space, predictor, costs, budgets, generations=args.generations, population=args.population,
                          seed=args.seed, progress=progress)
         # ---- every found sub-network checked for real
-        found = _check_found(supernet, results, labels, calib_loader, eval_loader, img_size, measured, progress, tmp)
+        found = _check_found(supernet, results, labels, loaders, img_size, measured, progress, tmp)
         _write_found_csv(found, tmp / "search.csv")
-        plot_search(rows, found, budgets, tmp / "search.png", title=f"{name} on {args.data} at {img_size} px")
+        plot_search(rows, found, budgets, tmp / "search.png",
+                    title=f"{name} on {args.data} at {', '.join(map(str, resolutions))} px")
 
     from ..bench.report import format_table
 
-    print(format_table(["budget", "MMACs", "params", "latency ms", "predicted top-1", "measured top-1"],
-                       [[f["budget"], f["macs"] / 1e6, int(f["params"]), f["latency_measured_ms"],
-                         f["top1_predicted"], f["top1_measured"]] for f in found], align="lrrrrr"))
+    print(format_table(["budget", "px", "MMACs", "params", "latency ms", "predicted top-1", "measured top-1"],
+                       [[f["budget"], f["img_size"], f["macs"] / 1e6, int(f["params"]), f["latency_measured_ms"],
+                         f["top1_predicted"], f["top1_measured"]] for f in found], align="lrrrrrr"))
+    partial.unlink(missing_ok=True)
     print(f"wrote {out}/ (one folder per budget, search.csv, search.png)")
     return 0
 
 
-def _fit_predictor(args, supernet, space, costs, calib_loader, eval_loader, img_size, progress, tmp, rows):
-    """Evaluate ``--n`` sampled sub-networks (rows appended to ``rows``), fit the predictor, save both to ``tmp``."""
+def search_resolutions(text: str | None, space: Any, img_size: int) -> list[int]:
+    """The resolutions ``--resolutions`` names (default: ``img_size`` alone), checked against ``space``."""
+    if not space.resolution:
+        if text is not None:
+            raise ConfigError(f"--resolutions: {space.name} does not search the input resolution (evaluate at one "
+                              f"size with --img-size)")
+        return [img_size]
+    allowed = ", ".join(map(str, space.resolution))
+    if text is None:
+        if img_size not in space.resolution:
+            raise ConfigError(f"the data is evaluated at {img_size} px, which is not a resolution of {space.name} "
+                              f"({allowed}): pass --img-size with one of them, or --resolutions")
+        return [img_size]
+    if text.strip() == "all":
+        return list(space.resolution)
+    try:
+        sizes = sorted({int(t) for t in text.split(",")})
+    except ValueError:
+        raise ConfigError(f"--resolutions {text!r}: give sizes joined by commas (e.g. 160,192,224) or 'all'") from None
+    stray = [r for r in sizes if r not in space.resolution]
+    if stray:
+        raise ConfigError(f"--resolutions: {stray[0]} is not a resolution of {space.name} ({allowed})")
+    return sizes
+
+
+def _by_resolution(configs, img_size: int) -> dict[int, list]:
+    """``(kind, cfg)`` pairs grouped by the size each is evaluated at."""
+    groups: dict[int, list] = {}
+    for kind, cfg in configs:
+        groups.setdefault(cfg.resolution or img_size, []).append((kind, cfg))
+    return groups
+
+
+def _fit_predictor(args, supernet, space, costs, loaders, img_size, progress, tmp, rows, on_row=None, done=None):
+    """Evaluate ``--n`` sampled sub-networks (rows appended to ``rows``, each passed to ``on_row`` as it is done;
+    those in ``done`` reused), fit the predictor, save both to ``tmp``."""
     import random
 
     from ..elastic.space import SubnetConfig
@@ -225,8 +295,10 @@ def _fit_predictor(args, supernet, space, costs, calib_loader, eval_loader, img_
 
     configs = sample_subnets(space, args.n, args.seed)
     with _torch_grad(False):
-        rows.extend(evaluate_subnets(supernet, configs, calib_loader, eval_loader, _cpu(), img_size,
-                                     progress=progress))
+        for size, group in sorted(_by_resolution(configs, img_size).items()):
+            calib_loader, eval_loader = loaders[size]
+            rows.extend(evaluate_subnets(supernet, group, calib_loader, eval_loader, _cpu(), size, progress=progress,
+                                         on_row=on_row, done=done))
     write_csv(rows, tmp / "subnets.csv")
     cfgs = [_with_resolution(SubnetConfig.from_json(r["config"]), space) for r in rows]
     predictor = AccuracyPredictor(space, seed=args.seed)
@@ -257,7 +329,7 @@ def _torch_grad(enabled: bool):
     return torch.enable_grad() if enabled else torch.no_grad()
 
 
-def _check_found(supernet, results, labels, calib_loader, eval_loader, img_size, measured, progress, tmp):
+def _check_found(supernet, results, labels, loaders, img_size, measured, progress, tmp):
     """Per result: recalibrate, evaluate, time, save the sub-network to ``tmp/<label>``; returns the CSV rows."""
     from tqdm.auto import tqdm
 
@@ -268,9 +340,12 @@ def _check_found(supernet, results, labels, calib_loader, eval_loader, img_size,
     for label, r in tqdm(list(zip(labels, results)), desc="checking found sub-networks", unit="net",
                          disable=not progress, file=sys.stderr):
         cfg = r.config if supernet.space.resolution else r.config.replace(resolution=None)
-        row = evaluate_subnets(supernet, [("found", cfg)], calib_loader, eval_loader, _cpu(), img_size)[0]
+        size = cfg.resolution or img_size
+        calib_loader, eval_loader = loaders[size]
+        row = evaluate_subnets(supernet, [("found", cfg)], calib_loader, eval_loader, _cpu(), size)[0]
         save_subnet(supernet, tmp / label)  # the active sub-network, with the BN statistics just recalibrated
-        found.append({"budget": label, "config": cfg.to_json(), "top1_predicted": r.score, "top1_measured": row["top1"],
+        found.append({"budget": label, "config": cfg.to_json(), "img_size": size, "top1_predicted": r.score,
+                      "top1_measured": row["top1"],
                       "macs": row["macs"], "params": row["params"],
                       "latency_predicted_ms": r.costs.get("latency", math.nan),
                       "latency_measured_ms": measured(cfg), "folder": label,
