@@ -1,9 +1,11 @@
-"""int8 export (onnxruntime static quantization) of a digits model: runs, and agrees with fp32 on most inputs.
+"""int8 export (onnxruntime static quantization): a trained digits model runs and agrees with fp32 on most
+inputs, and the command quantizes with the settings its --help documents.
 
-The model is trained here for a few epochs on scikit-learn's digits (a random network's near-tied logits
-would make top-1 agreement meaningless); the agreement is measured with onnxruntime directly on the
-held-out split, which calibration never sees.
+The digits model is trained here for a few epochs on scikit-learn's digits (a random network's near-tied
+logits would make top-1 agreement meaningless); the agreement is measured with onnxruntime directly on the
+held-out split, which calibration never sees. The settings are read back from the file onnxruntime wrote.
 """
+import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
@@ -79,3 +81,71 @@ def test_int8_calibration_folder_missing_fails_before_export(tmp_path):
     with pytest.raises(ConfigError):
         export_model(source, tmp_path / "m.onnx", "onnx", img_size=8, int8=True, calib_data=str(empty))
     assert not (tmp_path / "m.onnx").exists()
+
+
+def _photos(folder, count=4):
+    from PIL import Image
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def _conv_weights(graph):
+    """``[(int8 weight, scale)]`` for every conv of a QDQ graph (fails if a conv's weight is not quantized)."""
+    from onnx import numpy_helper
+
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    made_by = {out: n for n in graph.node for out in n.output}
+    weights = []
+    for conv in (n for n in graph.node if n.op_type == "Conv"):
+        dq = made_by[conv.input[1]]
+        assert dq.op_type == "DequantizeLinear" and dq.input[0] in inits, f"{conv.name}: weight not quantized"
+        weights.append((inits[dq.input[0]], inits[dq.input[1]]))
+    return weights
+
+
+@pytest.mark.cli
+def test_the_command_quantizes_with_the_documented_defaults(tmp_path):
+    """`flexbone export --int8` with no int8 option: QDQ, uint8 activations, per-channel int8 weights in a 7-bit
+    range (what onnxruntime wrote, read back from the file); the options switch each setting."""
+    from flexbone.cli import export as cli_export
+    from flexbone.cli import main
+    from flexbone.export.quantize import CALIBRATION_METHODS, Int8Options
+
+    assert cli_export.CALIBRATION_METHODS == CALIBRATION_METHODS
+    assert cli_export.DEFAULT_CALIBRATION == Int8Options().calibration
+    photos = _photos(tmp_path / "photos")
+    base = ["export", "--model", "resnet8s_tiny", "--img-size", "8", "--format", "onnx", "--int8",
+            "--calib-data", str(photos), "--calib-batches", "4"]
+    assert main([*base, "--out", str(tmp_path / "default.onnx")]) == 0
+    graph = onnx.load(str(tmp_path / "default.onnx")).graph
+    weights = _conv_weights(graph)
+    assert len(weights) == 12  # resnet8s_tiny's convs, each with a quantized weight (QDQ)
+    for w, scale in weights:
+        assert w.dtype == np.int8 and scale.shape == (w.shape[0],)  # one scale per output channel
+        assert np.abs(w.astype(int)).max() <= 64  # onnxruntime's reduce_range: symmetric weights in [-64, 64]
+    assert max(np.abs(w.astype(int)).max() for w, _ in weights) == 64  # ... and that range is used
+    activations = [n for n in graph.node if n.op_type == "QuantizeLinear"]
+    zero_points = {i.name: i.data_type for i in graph.initializer}
+    assert activations and all(zero_points[n.input[2]] == onnx.TensorProto.UINT8 for n in activations)
+    assert read_sidecar(tmp_path / "default.onnx")["int8"]["reduce_range"] is True
+
+    assert main([*base, "--int8-full-range", "--int8-per-tensor", "--out", str(tmp_path / "full.onnx")]) == 0
+    weights = _conv_weights(onnx.load(str(tmp_path / "full.onnx")).graph)
+    assert all(scale.size == 1 for _, scale in weights)  # one scale per tensor
+    assert max(np.abs(w.astype(int)).max() for w, _ in weights) == 127  # the full 8-bit range
+
+
+@pytest.mark.cli
+def test_int8_options_need_int8_and_a_known_method(tmp_path, capsys):
+    from flexbone.cli import main
+
+    base = ["export", "--model", "resnet8s_tiny", "--format", "onnx", "--out", str(tmp_path / "m.onnx")]
+    assert main([*base, "--int8-full-range"]) == 2
+    assert "add --int8" in capsys.readouterr().err
+    assert main([*base, "--int8", "--calib-data", "digits", "--int8-calibration", "kl"]) == 2
+    assert "minmax, entropy, percentile" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -24,6 +24,8 @@ EPILOG = """examples:
 FORMATS = ("onnx", "pt2", "safetensors")  # flexbone.export.artifact.FORMATS
 DEFAULT_OPSET = 17  # flexbone.export.onnx.DEFAULT_OPSET
 DEFAULT_CALIB_BATCHES = 16  # flexbone.export.artifact.DEFAULT_CALIB_BATCHES
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")  # flexbone.export.quantize.CALIBRATION_METHODS
+DEFAULT_CALIBRATION = "minmax"  # flexbone.export.quantize.Int8Options.calibration
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,12 +52,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fold-bn", action="store_true", help="fold batch norms into the convs before exporting")
     p.add_argument("--opset", type=int_range(7), default=DEFAULT_OPSET, metavar="N",
                    help=f"ONNX opset (default {DEFAULT_OPSET})")
-    p.add_argument("--int8", action="store_true", help="post-training static int8 quantization (onnxruntime, "
-                                                       "QDQ, per-channel); needs --calib-data")
+    p.add_argument("--int8", action="store_true",
+                   help="post-training static int8 quantization with onnxruntime's quantize_static (after its "
+                        "quant_pre_process): QDQ, uint8 activations, per-channel int8 weights in a 7-bit range, "
+                        "MinMax calibration; needs --calib-data")
     p.add_argument("--calib-data", metavar="DIR|digits", help="images to calibrate int8 on: a folder (any layout) "
                                                               "or 'digits'")
     p.add_argument("--calib-batches", type=int_range(1), default=DEFAULT_CALIB_BATCHES, metavar="N",
-                   help=f"calibration batches (default {DEFAULT_CALIB_BATCHES})")
+                   help=f"calibration batches of the artifact's batch size (of 8 images with --dynamic-batch), spread "
+                        f"over --calib-data (default {DEFAULT_CALIB_BATCHES})")
+    p.add_argument("--int8-calibration", default=DEFAULT_CALIBRATION, metavar="|".join(CALIBRATION_METHODS),
+                   help=f"how activation ranges are set from the calibration images (default {DEFAULT_CALIBRATION}:"
+                        f" the observed range; entropy and percentile clip outliers)")
+    p.add_argument("--int8-per-tensor", action="store_true",
+                   help="one weight scale per tensor instead of per output channel")
+    p.add_argument("--int8-full-range", action="store_true",
+                   help="full 8-bit weights instead of 7-bit: for CPUs with VNNI and ARM; on x86 without VNNI "
+                        "(AVX2) onnxruntime's int16 sums saturate (the digits model lost ~1 top-1 point)")
     p.add_argument("--threads", type=int_range(1), default=None, metavar="N", help="torch threads while exporting")
     p.set_defaults(func=run)
 
@@ -66,17 +79,27 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..export.artifact import export_model, sidecar_path, validate_request
     from ..export.onnx import MIN_OPSET, max_opset, require_onnxruntime
+    from ..export.quantize import Int8Options
     from ..export.source import load_source
     from ..outputs import check_writable
 
     # every option and the output before any model is built
     validate_request(args.format, fold=args.fold_bn, int8=args.int8, calib_data=args.calib_data,
                      batch_size=args.batch_size, dynamic_batch=args.dynamic_batch)
+    int8_options = Int8Options(calibration=args.int8_calibration, per_channel=not args.int8_per_tensor,
+                               reduce_range=not args.int8_full_range)
+    int8_flags = [f for f, v in (("--int8-calibration", args.int8_calibration != DEFAULT_CALIBRATION),
+                                 ("--int8-per-tensor", args.int8_per_tensor),
+                                 ("--int8-full-range", args.int8_full_range)) if v]
+    if int8_flags and not args.int8:
+        raise ConfigError(f"{int8_flags[0]} sets how --int8 quantizes: add --int8")
     if args.format == "onnx" and not MIN_OPSET <= args.opset <= max_opset():
         raise ConfigError(f"--opset must be in [{MIN_OPSET}, {max_opset()}] for torch {torch.__version__}, "
                           f"got {args.opset}")
     if args.format == "onnx":
         require_onnxruntime()
+    if args.dynamic_batch and args.format == "safetensors":  # weights have no batch size: say so, not ignore it
+        raise ConfigError("--dynamic-batch applies to onnx and pt2; a safetensors file holds weights, no batch size")
     if args.subnet is None and args.model is None and args.checkpoint is None:
         raise ConfigError("nothing to export: give --model NAME (with --checkpoint C) or --subnet DIR")
     check_writable(args.out)
@@ -89,6 +112,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"flexbone: note: no --checkpoint: exporting {args.model} with random weights")
     export_model(source, args.out, args.format, img_size=args.img_size, batch_size=args.batch_size,
                  dynamic_batch=args.dynamic_batch, fold=args.fold_bn, opset=args.opset, int8=args.int8,
-                 calib_data=args.calib_data, calib_batches=args.calib_batches)
+                 calib_data=args.calib_data, calib_batches=args.calib_batches, int8_options=int8_options)
     print(f"flexbone: wrote {args.out} and {sidecar_path(args.out)}")
     return 0

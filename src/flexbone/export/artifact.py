@@ -23,6 +23,7 @@ import torch
 from ..errors import ConfigError
 from .check import FP32_TOLERANCE, check_inputs, compare
 from .fold import fold_bn
+from .quantize import Int8Options
 from .source import ExportSource
 
 FORMATS = ("onnx", "pt2", "safetensors")
@@ -84,7 +85,8 @@ def validate_request(fmt: str, *, fold: bool = False, int8: bool = False, calib_
 def export_model(source: ExportSource, out: str | os.PathLike, fmt: str, *, img_size: int | None = None,
                  batch_size: int = 1, dynamic_batch: bool = False, fold: bool = False, opset: int | None = None,
                  int8: bool = False, calib_data: str | None = None, calib_batches: int = DEFAULT_CALIB_BATCHES,
-                 tolerance: float = FP32_TOLERANCE, log: Callable[[str], None] = print) -> dict[str, Any]:
+                 int8_options: Int8Options | None = None, tolerance: float = FP32_TOLERANCE,
+                 log: Callable[[str], None] = print) -> dict[str, Any]:
     """Export ``source`` as ``fmt`` to ``out`` (plus ``out.json``); returns the sidecar dict.
 
     Args:
@@ -92,8 +94,9 @@ def export_model(source: ExportSource, out: str | os.PathLike, fmt: str, *, img_
         batch_size: the batch the artifact is traced with (fixed unless ``dynamic_batch``).
         fold: fold batch norms into convs first (:func:`fold_bn`); onnx and pt2 only.
         opset: ONNX opset (default :data:`flexbone.export.onnx.DEFAULT_OPSET`).
-        int8: quantize the ONNX model (onnxruntime, QDQ, per channel), calibrated on ``calib_batches``
-            batches of ``calib_data`` images.
+        int8: quantize the ONNX model with onnxruntime, calibrated on ``calib_batches`` batches of
+            ``calib_data`` images; ``int8_options`` (:class:`~flexbone.export.quantize.Int8Options`) says how
+            (default: QDQ, per-channel 7-bit weights, MinMax calibration).
     """
     from ..outputs import check_writable, write_json
     from .onnx import DEFAULT_OPSET
@@ -135,7 +138,8 @@ def export_model(source: ExportSource, out: str | os.PathLike, fmt: str, *, img_
         "versions": _versions(),
     }
     if fmt == "onnx":
-        meta.update(_export_onnx(model, out, inputs, what, dynamic_batch, opset, tolerance, int8, calib, log))
+        meta.update(_export_onnx(model, out, inputs, what, dynamic_batch, opset, tolerance,
+                                 (int8_options or Int8Options()) if int8 else None, calib, log))
     elif fmt == "pt2":
         from .pt2 import export_pt2
 
@@ -149,11 +153,12 @@ def export_model(source: ExportSource, out: str | os.PathLike, fmt: str, *, img_
     return meta
 
 
-def _export_onnx(model, out: Path, inputs, what, dynamic_batch, opset, tolerance, int8, calib, log) -> dict[str, Any]:
+def _export_onnx(model, out: Path, inputs, what, dynamic_batch, opset, tolerance, int8: Int8Options | None, calib,
+                 log) -> dict[str, Any]:
     from ..checkpoint import atomic_write
     from .onnx import INPUT_NAME, export_onnx, ort_runner, ort_session
 
-    if not int8:
+    if int8 is None:
         result = export_onnx(model, out, inputs, what=what, dynamic_batch=dynamic_batch, opset=opset,
                              tolerance=tolerance)
         return {"opset": opset, "input_name": INPUT_NAME, "output_names": result["output_names"], "int8": None,
@@ -169,7 +174,7 @@ def _export_onnx(model, out: Path, inputs, what, dynamic_batch, opset, tolerance
         agreement = {}
 
         def quantize_and_check(tmp_out: str) -> None:
-            quantize_int8(fp32, tmp_out, calib, batch)
+            quantize_int8(fp32, tmp_out, calib, batch, int8)
             run_int8 = ort_runner(ort_session(tmp_out))
             agreement["top1"] = top1_agreement(ort_runner(ort_session(fp32)), run_int8, calib, batch)
 
@@ -179,7 +184,7 @@ def _export_onnx(model, out: Path, inputs, what, dynamic_batch, opset, tolerance
     log(f"flexbone: {out.name}: int8 and fp32 agree on the top-1 class of {100 * agreement['top1']:.1f}% of "
         f"{len(calib) // batch * batch} calibration images")
     return {"opset": opset, "input_name": INPUT_NAME, "output_names": result["output_names"],
-            "int8": {"format": "QDQ", "per_channel": True, "calibration_images": len(calib) // batch * batch,
+            "int8": {**int8.describe(), "calibration_images": len(calib) // batch * batch,
                      "top1_agreement_with_fp32": agreement["top1"]},
             "check": {"max_abs_diff": result["max_abs_diff"], "tolerance": tolerance, "runtime": "onnxruntime",
                       "checked": "the fp32 model before quantization"}}
