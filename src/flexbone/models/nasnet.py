@@ -1,0 +1,236 @@
+"""NASNet-A large (Zoph et al. 2018, "Learning Transferable Architectures for Scalable Image Recognition").
+
+The architecture the NAS search found, as TF released it (and Cadene / timm ported it): a 3x3/2 stem conv, two
+reduction cells as a further stem, then three stages of six normal cells, a reduction cell between stages.
+Every cell reads the outputs of the two cells before it (``x`` and ``x_prev``), adapts each with a 1x1
+unit, and sums pairs of searched operations (separable convs, 3x3 pools, identities) into five branches whose
+outputs are concatenated: normal cells keep the resolution (output ``6 x width``), reduction cells halve it
+(``4 x width``). When ``x_prev`` is at twice the resolution of ``x`` (after a reduction), a factorized
+reduction halves it first. The cell after a reduction cell reads the map *before* the reduction as ``x_prev``.
+
+Parameter names are timm's (``cell_7.comb_iter_0_left.separable_1.depthwise_conv2d.weight``), so timm's
+``nasnetalarge`` checkpoint loads with ``strict=True`` (``tests/test_nasnet.py``). Feature levels are
+timm's: the stem conv (stride 2), then the ReLU-activated outputs of ``cell_stem_0``, ``cell_5``, ``cell_11``
+(named, as timm's hooks, by the next cell's input ReLU) and the final activation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+from ..layers.conv_norm_act import ConvNormAct
+from ..layers.classifier import create_classifier
+from ..layers.nas_ops import TF_BN_EPS, ActConvBn, BranchSeparables, FactorizedReduction
+from ..layers.norm import BatchNorm2d
+from ..layers.padding import pool2d_same
+from ._base import Backbone, default_cfg
+from ._features import FeatureInfo, FeatureStage, feature_take_indices
+from ._registry import register_model
+
+# The searched cells: per branch (left op, its input, right op, its input), summed; None is the identity.
+# Inputs: 'a' the cell input ``x`` after its 1x1 unit, 'b' the previous cell's output ``x_prev`` adapted,
+# 'c0' / 'c1' earlier branches. In reduction cells the ops on 'a' / 'b' have stride 2.
+NORMAL_CELL = (("sep5", "a", "sep3", "b"), ("sep5", "b", "sep3", "b"), ("avg", "a", None, "b"),
+               ("avg", "b", "avg", "b"), ("sep3", "a", None, "a"))
+NORMAL_OUTPUT = ("b", "c0", "c1", "c2", "c3", "c4")
+REDUCTION_CELL = (("sep5", "a", "sep7", "b"), ("max", "a", "sep7", "b"), ("avg", "a", "sep5", "b"),
+                  (None, "c1", "avg", "c0"), ("sep3", "c0", "max", "a"))
+REDUCTION_OUTPUT = ("c1", "c2", "c3", "c4")
+
+
+def _operation(op: str, in_chs: int, out_chs: int, stride: int) -> nn.Module:
+    if op.startswith("sep"):  # the stem cell's first separable conv maps the wider stem map straight to out_chs
+        return BranchSeparables(in_chs, out_chs, int(op[3:]), stride, stem_cell=in_chs != out_chs)
+    if op == "max":
+        return pool2d_same("max", 3, stride)
+    return pool2d_same("avg", 3, stride, count_include_pad=False)
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """One cell: its name, ``reduction`` or not, how ``x_prev`` is adapted ('conv': a 1x1 unit, 'factorized': a
+    factorized reduction, 'none': the stem cell uses ``x`` itself), input widths and its width."""
+
+    name: str
+    reduction: bool
+    prev: str
+    in_chs: int
+    prev_chs: int
+    width: int
+
+    @property
+    def out_chs(self) -> int:
+        return self.width * len(REDUCTION_OUTPUT if self.reduction else NORMAL_OUTPUT)
+
+
+class NasNetCell(nn.Module):
+    """A NASNet-A normal or reduction cell: ``(x, x_prev) -> (B, out_chs, H', W')``."""
+
+    def __init__(self, spec: CellSpec):
+        super().__init__()
+        w = spec.width
+        self.prev = spec.prev
+        if spec.prev == "conv":
+            self.conv_prev_1x1 = ActConvBn(spec.prev_chs, w)
+        self.conv_1x1 = ActConvBn(spec.in_chs, w)
+        if spec.prev == "factorized":  # timm keeps these in the cell itself, not in a submodule
+            reduce = FactorizedReduction(spec.prev_chs, w)
+            self.act, self.path_1, self.path_2, self.final_path_bn = (reduce.act, reduce.path_1, reduce.path_2,
+                                                                       reduce.final_path_bn)
+        b_chs = spec.prev_chs if spec.prev == "none" else w
+        self.branches = REDUCTION_CELL if spec.reduction else NORMAL_CELL
+        self.outputs = REDUCTION_OUTPUT if spec.reduction else NORMAL_OUTPUT
+        for i, (l_op, l_in, r_op, r_in) in enumerate(self.branches):
+            for side, op, src in (("left", l_op, l_in), ("right", r_op, r_in)):
+                if op is not None:
+                    stride = 2 if spec.reduction and src in "ab" else 1
+                    self.add_module(f"comb_iter_{i}_{side}", _operation(op, b_chs if src == "b" else w, w, stride))
+
+    def forward(self, x: torch.Tensor, x_prev: torch.Tensor) -> torch.Tensor:
+        maps = {"a": self.conv_1x1(x)}
+        if self.prev == "conv":
+            maps["b"] = self.conv_prev_1x1(x_prev)
+        elif self.prev == "factorized":
+            r = self.act(x_prev)
+            maps["b"] = self.final_path_bn(torch.cat([self.path_1(r), self.path_2(r)], 1))
+        else:
+            maps["b"] = x_prev
+        for i, (l_op, l_in, r_op, r_in) in enumerate(self.branches):
+            left = maps[l_in] if l_op is None else self.get_submodule(f"comb_iter_{i}_left")(maps[l_in])
+            right = maps[r_in] if r_op is None else self.get_submodule(f"comb_iter_{i}_right")(maps[r_in])
+            maps[f"c{i}"] = left + right
+        return torch.cat([maps[k] for k in self.outputs], 1)
+
+
+def nasnet_cells(stem: int = 96, width: int = 168, cells_per_stage: int = 6) -> tuple[CellSpec, ...]:
+    """NASNet-A's cell sequence: two stem reduction cells (widths ``width/4``, ``width/2``), then three stages of
+    ``cells_per_stage`` normal cells at ``width * 2**s``, a reduction cell before stages 1 and 2."""
+    cells = [CellSpec("cell_stem_0", True, "none", stem, stem, width // 4)]
+    cells.append(CellSpec("cell_stem_1", True, "factorized", cells[0].out_chs, stem, width // 2))
+    x_chs, prev_chs, n = cells[1].out_chs, cells[0].out_chs, 0
+    for s in range(3):
+        w = width * 2 ** s
+        if s > 0:  # its output's successor reads the map before the reduction as x_prev (prev_chs unchanged)
+            cells.append(CellSpec(f"reduction_cell_{s - 1}", True, "conv", x_chs, prev_chs, w))
+            x_chs = cells[-1].out_chs
+        for i in range(cells_per_stage):  # the first reads x_prev at twice its resolution: factorized reduction
+            cells.append(CellSpec(f"cell_{n}", False, "factorized" if i == 0 else "conv", x_chs, prev_chs, w))
+            x_chs, prev_chs, n = cells[-1].out_chs, x_chs, n + 1
+    return tuple(cells)
+
+
+# ------------------------------------------------------------------------------------------------ model
+class NASNetALarge(Backbone):
+    """NASNet-A large (6 @ 4032): the stem conv, ``nasnet_cells()``, a final ReLU, pool and classifier.
+
+    Args:
+        num_classes, in_chans, global_pool, drop_rate: classifier head, input channels, pooling, dropout.
+        stem_size, num_features: the stem width and the last cell's width (``24 x`` the first stage's width).
+        output_stride: 32 only (the reductions are cells of the searched architecture).
+        drop_path_rate: accepted for the common contract; not used (timm's port has no stochastic depth; the
+            paper's ScheduledDropPath is a training recipe it does not carry).
+    """
+
+    def __init__(self, num_classes: int = 1000, in_chans: int = 3, global_pool: str = "avg", drop_rate: float = 0.0,
+                 stem_size: int = 96, num_features: int = 4032, output_stride: int = 32, drop_path_rate: float = 0.0):
+        super().__init__()
+        if output_stride != 32:
+            raise ConfigError(f"NASNet supports output_stride=32 only, not {output_stride}")
+        self.num_classes, self.drop_rate, self.num_features = num_classes, drop_rate, num_features
+        # 3x3/2 without padding (TF 'VALID'): 331 -> 165
+        self.conv0 = ConvNormAct(in_chans, stem_size, 3, stride=2, padding=0,
+                                 norm_layer=partial(BatchNorm2d, eps=TF_BN_EPS), apply_act=False)
+        self.cells = nasnet_cells(stem_size, num_features // 24)
+        for spec in self.cells:
+            self.add_module(spec.name, NasNetCell(spec))
+        self.act = nn.ReLU(inplace=True)
+        width = num_features // 24
+        self.feature_info = FeatureInfo([
+            FeatureStage(stem_size, 2, "conv0"), FeatureStage(width, 4, "cell_stem_1.conv_1x1.act"),
+            FeatureStage(6 * width, 8, "reduction_cell_0.conv_1x1.act"),
+            FeatureStage(12 * width, 16, "reduction_cell_1.conv_1x1.act"), FeatureStage(num_features, 32, "act")])
+        # the cell whose (activated) output each level is; the levels between stem and end are ReLU'd outputs
+        self._level_cells = ("conv0", "cell_stem_0", "cell_5", "cell_11", self.cells[-1].name)
+        self.global_pool, self.last_linear = create_classifier(num_features, num_classes, global_pool)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.default_cfg = default_cfg(input_size=(3, 331, 331), pool_size=(11, 11), crop_pct=0.911,
+                                       interpolation="bicubic", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                                       first_conv="conv0.conv", classifier="last_linear")
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def get_classifier(self) -> nn.Module:
+        return self.last_linear
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        pool = self.global_pool.pool_type if global_pool is None else global_pool
+        self.global_pool, self.last_linear = create_classifier(self.num_features, num_classes, pool)
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+
+    def _run(self, x: torch.Tensor, last_level: int, take: Sequence[int] = ()) -> tuple[torch.Tensor, list]:
+        """Run the model down to feature level ``last_level`` (or its last unpruned cell); returns the features
+        and the maps of the levels in ``take``."""
+        final = len(self.feature_info) - 1
+        x_prev = x = self.conv0(x)  # (B, stem, H/2, W/2); the stem cell reads it as both inputs
+        maps, level, reached = ([x] if 0 in take else []), 1, 0
+        for spec in self.cells:
+            cell = getattr(self, spec.name)
+            if reached == last_level or cell is None:  # done, or pruned (prune_intermediate_layers)
+                break
+            out = cell(x, x_prev)
+            # a reduction cell's successor reads the map before the reduction as x_prev (the stem cells' do not)
+            x_prev, x = (x_prev, out) if spec.reduction and spec.prev == "conv" else (x, out)
+            if spec.name == self._level_cells[level]:
+                if level == final:
+                    x = self.act(x)
+                if level in take:  # inner levels: the activation the next cell's 1x1 unit starts with
+                    maps.append(x if level == final else F.relu(x))
+                reached, level = level, level + 1
+        if 0 < reached < final:  # stopped at an inner level: the features end activated, as that level
+            x = F.relu(x)
+        return x, maps
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, len(self.feature_info) - 1)[0]  # (B, num_features, H/32, W/32)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_drop(self.global_pool(x))
+        return x if pre_logits else self.last_linear(x)
+
+    @torch.jit.unused
+    def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False):
+        """timm's ``forward_intermediates`` (levels: stem conv, activated cell outputs, final activation)."""
+        if output_fmt != "NCHW":
+            raise ConfigError(f"NASNet: output_fmt must be 'NCHW', not {output_fmt!r}")
+        take, max_index = feature_take_indices(len(self.feature_info), indices)
+        x, maps = self._run(x, max_index if stop_early else len(self.feature_info) - 1, take)
+        return maps if intermediates_only else (x, maps)
+
+    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """timm's: the cells after the deepest level of ``indices`` are removed (set to ``None``: cells take two
+        inputs, an identity cannot stand in), with the classifier."""
+        take, max_index = feature_take_indices(len(self.feature_info), indices)
+        names = [s.name for s in self.cells]
+        last = self._level_cells[max_index]
+        for name in names[names.index(last) + 1 if last in names else 0:]:
+            setattr(self, name, None)
+        if max_index < len(self.feature_info) - 1:
+            self.num_features = self.feature_info[max_index]["num_chs"]
+        if prune_head or max_index < len(self.feature_info) - 1:
+            self.reset_classifier(0, "")
+        return take
+
+
+_entry = partial(NASNetALarge)
+_entry.model_cls = NASNetALarge  # lets create_model list the accepted options on a bad keyword
+register_model(_entry, name="nasnetalarge", family="nasnet")
