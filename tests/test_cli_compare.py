@@ -62,7 +62,7 @@ def test_compare_on_an_image_folder_from_a_checkpoint(tmp_path, tiny_recipe):
     for split in ("train", "val"):
         for cls in ("cat", "dog"):
             (root / split / cls).mkdir(parents=True)
-            for i in range(4):
+            for i in range(10):  # 20 training images: the quickstart's 10% hold-out keeps 2 to choose on
                 pixels = (torch.rand(12, 12, 3, generator=g) * 255).to(torch.uint8).numpy()
                 Image.fromarray(pixels).save(root / split / cls / f"{i}.png")
     weights = tmp_path / "w.pth"

@@ -62,3 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `flexbone list | head`: the reader left; not an error of ours
         sys.stderr.close()
         return 0
+    except OSError as e:  # the machine refused late (a full disk, a folder gone): one line, not a traceback
+        from ..outputs import describe_os_error, is_disk_full
+
+        what = "the disk is full (no space left on device)" if is_disk_full(e) else describe_os_error(e)
+        print(f"flexbone: error: {what}" + (f": {e.filename}" if e.filename else ""), file=sys.stderr)
+        return 1

@@ -89,14 +89,14 @@ def _device(device: str) -> str:
 def finetune_recipe(args: argparse.Namespace, model: str, pretrained: str | None, runs_dir: Path) -> Any:
     """The fine-tune recipe of one model: ``--recipe`` with the model, data, size, epochs and output folder."""
     from ..config import apply_overrides, load_recipe
-    from .train import data_overrides
+    from .train import data_overrides, recipe_dataset
 
     tokens = ["--model.name", model, "--schedule.epochs", str(args.epochs), "--data.img_size", str(args.img_size),
               "--data.test_img_size", str(args.img_size), "--train.output_dir", str(runs_dir),
               "--train.run_name", model, "--train.device", args.device]
     if pretrained:
         tokens += ["--model.pretrained", pretrained]
-    recipe = load_recipe(args.recipe, data_overrides(args.data) + tokens)
+    recipe = load_recipe(args.recipe, data_overrides(args.data, recipe_dataset(args.recipe)) + tokens)
     if recipe.data.dataset != "digits" and args.recipe == "quickstart":
         recipe = apply_overrides(recipe, _NATURAL_IMAGES)
     if recipe.schedule.warmup_epochs >= args.epochs:  # a 1-epoch comparison must not be all warm-up
@@ -213,7 +213,12 @@ def run(args: argparse.Namespace) -> int:
     if args.data:
         _check_data(args.data)
         for name in models:  # recipes are validated (and their keys checked) before any work
-            finetune_recipe(args, name, pretrained.get(name), args.out / "runs")
+            d = finetune_recipe(args, name, pretrained.get(name), args.out / "runs").data
+            missing = [s for s in (d.train_split, d.val_split) if d.dataset == "imagefolder"
+                       and not (Path(d.path).expanduser() / s).is_dir()]
+            if missing:  # the fine-tune would find out only after the latency of every model before it
+                raise ConfigError(f"--data {args.data}: no {missing[0]}/ folder (an image folder needs "
+                                  f"{d.train_split}/<class>/<images> and {d.val_split}/<class>/<images>)")
 
     rows: list[dict[str, Any]] = []
     steps = 3 + (1 if args.data else 0)  # size, latency at batch 1, at batch N, fine-tune

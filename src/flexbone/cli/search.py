@@ -24,11 +24,12 @@ DIR/
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import math
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from ..errors import ConfigError
 from ..options import float_range, int_range
@@ -214,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
         return (f"kept {len(finished)} evaluated sub-network(s) in {partial}; rerun the same command with --resume "
                 f"to continue")
 
-    with interrupt_note(kept), staged_dir(out) as tmp, torch.no_grad():
+    with interrupt_note(kept), _kept_on_write_failure(out, kept), staged_dir(out) as tmp, torch.no_grad():
         # ---- the predictor
         rows: list[dict[str, Any]] = []
         if predictor is None:
@@ -249,6 +250,19 @@ def run(args: argparse.Namespace) -> int:
     partial.unlink(missing_ok=True)
     print(f"wrote {out}/ (one folder per budget, search.csv, search.png)")
     return 0
+
+
+@contextlib.contextmanager
+def _kept_on_write_failure(out: Path, kept) -> Iterator[None]:
+    """A late OSError (a full disk) becomes one line that says what is kept and how to continue."""
+    from ..errors import FlexboneError
+    from ..outputs import describe_os_error, is_disk_full
+
+    try:
+        yield
+    except OSError as e:
+        what = "the disk is full" if is_disk_full(e) else describe_os_error(e)
+        raise FlexboneError(f"cannot write {out}: {what}; {kept()}") from None
 
 
 def search_resolutions(text: str | None, space: Any, img_size: int) -> list[int]:

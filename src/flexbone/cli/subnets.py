@@ -326,7 +326,7 @@ def run(args: argparse.Namespace) -> int:
                                        args.batch_size, args.seed, args.workers, pin)
 
     configs = sample_subnets(supernet.space, args.n, args.seed)
-    finished: list[dict[str, Any]] = []
+    finished: list[dict[str, Any]] = list(done.values())  # a second interrupt keeps the rows of the first too
 
     unkept: list[str] = []
 

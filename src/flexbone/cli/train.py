@@ -58,8 +58,17 @@ def _with_overrides(parser_cls: type) -> type:
     return OverridesParser
 
 
-def data_overrides(data: str) -> list[str]:
-    """``--data`` with the meaning it has in every command: 'digits', a CIFAR folder, or an image folder."""
+# datasets that read no folder: a folder given with --data replaces them by the folder dataset of the task
+_BUILT_IN_DATA = {"digits": "imagefolder", "synthetic": "imagefolder", "seg_digits": "seg_folder"}
+
+
+def data_overrides(data: str, dataset: str | None = None) -> list[str]:
+    """``--data`` with the meaning it has in every command: 'digits', a CIFAR folder, or an image folder.
+
+    ``dataset`` is the ``data.dataset`` of the recipe the overrides go to: a folder keeps a folder dataset
+    (imagefolder, seg_folder, cityscapes) and replaces a built-in one (digits -> imagefolder), so that the run
+    never trains on the digits while the user named a folder.
+    """
     if data == "digits":
         return ["--data.dataset", "digits"]
     from ..data.datasets import CIFAR_LAYOUT
@@ -68,7 +77,20 @@ def data_overrides(data: str) -> list[str]:
     for variant, (sub, _, test_file, *_rest) in CIFAR_LAYOUT.items():
         if (root / test_file).is_file() or (root / sub / test_file).is_file():
             return ["--data.dataset", variant, "--data.path", data]
+    if dataset is None or dataset in _BUILT_IN_DATA or dataset.startswith("cifar"):
+        return ["--data.dataset", _BUILT_IN_DATA.get(dataset or "", "imagefolder"), "--data.path", data]
     return ["--data.path", data]
+
+
+def recipe_dataset(source: str | os.PathLike) -> str | None:
+    """The ``data.dataset`` of a recipe (name or file), None if it cannot be read (its own error comes later)."""
+    from ..config import load_recipe
+    from ..errors import FlexboneError
+
+    try:
+        return load_recipe(source).data.dataset
+    except FlexboneError:
+        return None
 
 
 def build_recipe(args: argparse.Namespace):
@@ -79,7 +101,8 @@ def build_recipe(args: argparse.Namespace):
     if args.model:
         shorthand += ["--model.name", args.model]
     if args.data:
-        shorthand += data_overrides(args.data)
+        source = Path(args.resume) / "recipe.yaml" if args.resume else args.recipe
+        shorthand += data_overrides(args.data, recipe_dataset(source) if source else None)
     overrides = shorthand + list(args.overrides)
     if args.resume:
         if args.recipe:

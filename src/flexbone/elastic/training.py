@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import random
-import sys
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from ..config.loader import elastic_phases, validate_recipe
 from ..config.schema import ElasticPhase, Recipe
 from ..errors import ConfigError
+from ..interrupt import interrupt_note
 from ..train.distributed import barrier, unwrap_model
 from ..train.losses import distillation_loss
 from ..train.strategy import TrainingStrategy
@@ -384,7 +385,7 @@ def run_phases(recipe: Recipe, run_one: Callable[..., Any], *, recipe_name: str 
     Returns the last phase's RunResult.
     """
     from ..config import dump_recipe
-    from ..train.checkpoint import LAST, WEIGHTS
+    from ..train.checkpoint import LAST
     from ..train.engine import default_run_name
 
     phases = elastic_phases(recipe.elastic)
@@ -408,24 +409,76 @@ def run_phases(recipe: Recipe, run_one: Callable[..., Any], *, recipe_name: str 
         dist.broadcast_object_list(shared, src=0)
         chain_dir = Path(shared[0])
     say = print if _is_main() and not quiet else (lambda *a, **k: None)
+    # before any work: an unwritable place or an earlier chain there fails at once (on every rank)
+    refusal = [_new_chain_refusal(chain_dir) if _is_main() and resume is None else None]
+    if dist.is_available() and dist.is_initialized():
+        dist.broadcast_object_list(refusal, src=0)
+    if refusal[0] is not None:
+        raise ConfigError(refusal[0])
+    created = _topmost_missing(chain_dir) if _is_main() and resume is None else None  # removed if the chain fails
     if _is_main():
         chain_dir.mkdir(parents=True, exist_ok=True)
         dump_recipe(recipe, chain_dir / "recipe.yaml")
 
+    def kept() -> str:
+        done = sorted(p.name for p in chain_dir.glob("phase*") if (p / LAST).is_file())
+        if not done:
+            return ""  # the phase's own note says that nothing was kept
+        return (f"progressive-shrinking folder {chain_dir} keeps {', '.join(done)}; continue every remaining phase "
+                f"with: flexbone train --resume {chain_dir}")
+
+    try:
+        with interrupt_note(kept):
+            return _run_phase_chain(recipe, run_one, phases, chain_dir, recipe_name=recipe_name, resume=resume,
+                                    model=model, say=say)
+    except BaseException:
+        # a chain that fails before its first phase made a folder (unknown model, missing data, a memory
+        # refusal, Ctrl-C in the first epoch) leaves nothing: the phase removed its own folder already
+        if created is not None and not any(chain_dir.glob("phase*")):
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
+def _topmost_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet (None if ``path`` exists)."""
+    missing = None
+    while not path.exists() and path.parent != path:
+        missing, path = path, path.parent
+    return missing
+
+
+def _new_chain_refusal(chain_dir: Path) -> str | None:
+    """Why a new chain cannot start in ``chain_dir`` (unwritable, or an earlier chain is there), else None."""
+    from ..outputs import check_writable
+
+    try:
+        check_writable(chain_dir, is_dir=True)
+    except ConfigError as e:
+        return str(e)
+    if (chain_dir / "recipe.yaml").exists() or any(chain_dir.glob("phase*")):
+        return (f"{chain_dir} already holds a progressive-shrinking run: continue it with --resume {chain_dir}, "
+                f"or choose another train.run_name / train.output_dir")
+    return None
+
+
+def _run_phase_chain(recipe: Recipe, run_one: Callable[..., Any], phases: Sequence[ElasticPhase], chain_dir: Path, *,
+                     recipe_name: str, resume: str | Path | None, model: nn.Module | None,
+                     say: Callable[..., None]) -> Any:
+    from ..train.checkpoint import LAST, WEIGHTS
+
     pretrained = recipe.model.pretrained
     first_weights: str | None = None
     results = []
-    for i, phase in enumerate(phases):
+    for i, phase in enumerate(phases):  # progress on stdout, as the engine's: stderr is for errors
         phase_dir = chain_dir / f"phase{i + 1}-{phase.name}"
         teacher = recipe.elastic.teacher_checkpoint or (first_weights if i > 0 else recipe.model.pretrained)
         r = phase_recipe(recipe, phase, pretrained=pretrained, teacher_checkpoint=teacher)
         space = ", ".join(f"{f} {list(getattr(phase, f))}" for f in SLOT_FIELDS if getattr(phase, f))
         say(f"\n== progressive shrinking, phase {i + 1}/{len(phases)}: {phase.name} ({space or 'full net'}; "
-            f"{phase.epochs} epochs, lr {phase.lr:g}, {phase.subnets_per_step} sub-network(s) per step) -> {phase_dir}",
-            file=sys.stderr)
+            f"{phase.epochs} epochs, lr {phase.lr:g}, {phase.subnets_per_step} sub-network(s) per step) -> {phase_dir}")
         result = _finished_phase(phase_dir, phase.epochs) if resume is not None else None
         if result is not None:
-            say(f"   already trained ({phase_dir / LAST}); skipped", file=sys.stderr)
+            say(f"   already trained ({phase_dir / LAST}); skipped")
         else:
             partial = resume is not None and (phase_dir / LAST).is_file()
             result = run_one(r, recipe_name=f"{recipe_name}-{phase.name}", run_dir=phase_dir,
@@ -438,5 +491,5 @@ def run_phases(recipe: Recipe, run_one: Callable[..., Any], *, recipe_name: str 
     say("\nprogressive shrinking done:\n" + "\n".join(
         f"  phase {i + 1} {p.name:<10} {p.epochs:>4} epochs  max-net top-1 "
         + (f"{res.top1:6.2f}%" if res.top1 is not None else "     -") + f"  {res.run_dir}"
-        for i, (p, res) in enumerate(results)), file=sys.stderr)
+        for i, (p, res) in enumerate(results)))
     return results[-1][1]
