@@ -394,3 +394,33 @@ def test_seg_names_are_registry_models():
     assert not flexbone.is_model("seg_fpn_resnet19") and not flexbone.is_model("seg_unet_resnet18")
     with pytest.raises(UnknownModelError, match="Did you mean: resnet18"):
         flexbone.create_model("seg_ffnet_b_resnet19")
+
+
+@pytest.mark.slow  # torchrun, two processes (gloo)
+@pytest.mark.cli
+def test_two_process_segmentation_run_sums_the_confusion_matrix(tmp_path, capsys):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from flexbone.cli import main
+
+    worker = Path(__file__).with_name("ddp_train_worker.py")
+    args = ["--recipe", "seg_digits", *TINY, "--seg.digits_val_size", "5", "--train.output_dir", str(tmp_path),
+            "--train.max_steps_per_epoch", "1", "--no-progress", "--threads", "1"]
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(worker), "ddp", *args], cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp-rank0"]  # rank 1 wrote nothing
+    logged = _rows(tmp_path / "ddp-rank0")[-1]
+    # the run's mIoU (each process evaluated its shard of the 5 canvases, 3 + 2, matrices summed) is the mIoU of
+    # the whole val set in one process
+    capsys.readouterr()
+    assert main(["validate", "--checkpoint", str(tmp_path / "ddp-rank0/model.safetensors"), "--data", "seg_digits",
+                 "--json", "--workers", "0"]) == 0
+    single = json.loads(capsys.readouterr().out)
+    assert single["images"] == 5
+    assert logged["eval_miou"] == pytest.approx(single["miou"], abs=1e-9)
+    assert logged["eval_pixel_acc"] == pytest.approx(single["pixel_acc"], abs=1e-9)
