@@ -114,10 +114,13 @@ def _runs_at(name: str, size: int) -> bool:
 
 
 def _input_size(name: str, small: int = 96) -> tuple[int, int]:
-    """A small input ``name`` takes: ``small`` px, or the cfg's size for fixed-size and valid-padding models."""
+    """A small input ``name`` takes: ``small`` px, the cfg's size for fixed-size models, the smallest size for
+    valid-padding models (Inception: ``min_input_size``)."""
     cfg = meta_model(name).default_cfg
-    if cfg.get("fixed_input_size") or not _runs_at(name, small):
+    if cfg.get("fixed_input_size"):
         return tuple(cfg["input_size"][1:])
+    if not _runs_at(name, small):
+        return tuple((cfg.get("min_input_size") or cfg["input_size"])[1:])
     return small, small
 
 
@@ -340,6 +343,55 @@ def test_torchscript_equals_eager(family, name):
     model = randomize_(flexbone.create_model(name), keep_random_init=True).eval()
     x = _small_input(name)
     scripted = torch.jit.script(model)
+    with torch.no_grad():
+        assert _diff(scripted(x.clone()), model(x.clone())) == 0
+
+
+# timm's feature extractor of these model classes does not script (timm 1.0.31: ViT's FeatureGetterNet)
+TIMM_FEATURES_UNSCRIPTABLE = {"VisionTransformer"}
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("family, name", TIMM_CASES)
+def test_torchscript_features_only_matches_timm(tmp_path, family, name):
+    """``torch.jit.script`` of a features_only model gives the maps of timm's scripted feature extractor with the
+    same weights (timm's built from the classification checkpoint, as its users do) and keeps the same weights."""
+    ref = randomize_(timm.create_model(name), keep_random_init=True)
+    torch.save(ref.state_dict(), tmp_path / "weights.pth")
+    ours = flexbone.create_model(name)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    ours.as_features().eval()
+    scripted = torch.jit.script(ours)
+    ref_features = timm.create_model(name, features_only=True, pretrained=True,
+                                     pretrained_cfg_overlay=dict(file=str(tmp_path / "weights.pth"))).eval()
+    x = torch.randn(2, 3, *_input_size(name, 64))
+    with torch.no_grad():
+        maps = scripted(x.clone())
+        assert _diff(maps, ours(x.clone())) == 0
+        assert [t.shape for t in maps] == [t.shape for t in ref_features(x.clone())]
+        assert _diff(maps, ref_features(x.clone())) < 1e-4
+    params = lambda m: dict(m.named_parameters())  # noqa: E731 (a scripted state_dict has non-persistent buffers)
+    assert params(scripted).keys() <= params(ours).keys()  # the model's own names
+    if type(ours).__name__ in TIMM_FEATURES_UNSCRIPTABLE:
+        with pytest.raises(Exception):
+            torch.jit.script(ref_features)
+        return
+    ref_scripted = torch.jit.script(ref_features)
+    with torch.no_grad():
+        assert _diff(maps, ref_scripted(x.clone())) < 1e-4
+    size = lambda m: sum(t.numel() for t in params(m).values())  # noqa: E731
+    assert size(scripted) == size(ref_scripted)  # the modules after the deepest level dropped, as timm's
+
+
+def test_scripted_features_follow_train_and_eval():
+    """The scripted extractor compiles each module's forward, so ``.train()`` still switches batch norm to batch
+    statistics (a traced-through graph would have frozen the mode it was traced in)."""
+    model = randomize_(flexbone.create_model("resnet18", features_only=True)).eval()
+    scripted = torch.jit.script(copy.deepcopy(model))
+    x = torch.randn(4, 3, 32, 32)
+    model.train(), scripted.train()
+    assert _diff(scripted(x.clone()), model(x.clone())) < 1e-5
+    model.eval(), scripted.eval()
     with torch.no_grad():
         assert _diff(scripted(x.clone()), model(x.clone())) == 0
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
+import torch.fx
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
@@ -115,16 +116,36 @@ class Backbone(nn.Module):
 
     # ----------------------------------------------------------------------- shared behaviour
     def forward(self, x: torch.Tensor):
-        if torch.jit.is_scripting():
-            # a scripted forward has one return type: the classification path (see README, "Models")
-            if self.features_only:
-                raise RuntimeError("a features_only model runs in Python (or torch.fx / torch.export), not scripted")
+        if torch.jit.is_scripting():  # (a features_only model is scripted as its step graph: __prepare_scriptable__)
             return self.forward_head(self.forward_features(x))
         else:
             if self.features_only:
                 return self.forward_intermediates(x, list(self.out_indices), stop_early=True,
                                                   output_fmt=self.output_fmt, intermediates_only=True)
             return self.forward_head(self.forward_features(x))
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        """What ``torch.jit.script`` compiles: the model itself, or for ``features_only`` its feature forward as
+        a ``torch.fx`` graph of module calls (the same modules and parameter names, minus those after the deepest
+        level; TorchScript needs one return type, and the Python feature plan is not scriptable).
+
+        Only this model's own forward is traced: every submodule stays one call, compiled by TorchScript as for
+        the classification forward, so its train / eval branches (dropout, drop path, batch norm) still follow
+        ``.train()`` / ``.eval()`` after scripting, as timm's scripted feature extractors do.
+        """
+        if not self.features_only:
+            return self
+        checkpointing, self.grad_checkpointing = self.grad_checkpointing, False  # no checkpoint() in the graph
+        try:
+            graph = _OwnForwardTracer(self).trace(self)
+        finally:
+            self.grad_checkpointing = checkpointing
+        for node in graph.nodes:  # the input; its annotation is the string 'torch.Tensor' (postponed annotations)
+            if node.op == "placeholder":
+                node.type = torch.Tensor
+        features = torch.fx.GraphModule(self, graph, class_name=f"{type(self).__name__}Features")
+        features.train(self.training)
+        return features
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each stage's activations in the backward pass: less memory, ~30% more compute."""
@@ -232,6 +253,17 @@ class Backbone(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+class _OwnForwardTracer(torch.fx.Tracer):
+    """Traces the root module's own code only: every submodule call is a leaf (one ``call_module`` node)."""
+
+    def __init__(self, root: nn.Module):
+        super().__init__()
+        self.root_module = root
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return m is not self.root_module
 
 
 def stage_info(channels: Sequence[int], reductions: Sequence[int], modules: Sequence[str]) -> FeatureInfo:
