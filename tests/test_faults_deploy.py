@@ -93,12 +93,32 @@ def _fails(capsys, argv, *fragments, status=2, keep: Path | None = None) -> str:
     return line
 
 
-def _user_folder(tmp_path: Path) -> Path:
-    """A folder a user already has at --out, with a file in it that must survive every failure."""
+def _user_folder(tmp_path: Path, marker: str | None = None) -> Path:
+    """A folder a user already has at --out, with a file in it that must survive every failure; with ``marker``
+    (``search.csv``...) it is an earlier output of the command, which a failed run must leave as it was."""
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("the user's own file\n")
+    if marker:
+        (out / marker).write_text("an earlier result\n")
     return out
+
+
+@pytest.mark.parametrize("argv, marker", [
+    (["search", "--checkpoint", "x.safetensors", "--data", "digits", "--budget", "macs=1G"], "search.csv"),
+    (["compare", "resnet8s_tiny"], "compare.csv"),
+    (["stitch", "--anchors", "resnet8s_tiny,resnet10s", "--data", "digits"], "config.json"),
+])
+def test_a_folder_of_the_users_own_files_is_never_replaced(capsys, tmp_path, argv, marker):
+    """search, compare and stitch replace their --out folder as a whole: pointed at a folder of other files
+    (`--out .`) they refuse before any work instead of deleting them; an earlier output of theirs is replaced."""
+    out = _user_folder(tmp_path)
+    _fails(capsys, [*argv, "--out", str(out)], f"{out} already holds other files", marker, keep=tmp_path)
+    from flexbone.outputs import check_replaceable
+
+    (out / marker).write_text("an earlier output\n")
+    assert check_replaceable(out, marker) == out  # an earlier output of the command may be replaced
+    assert check_replaceable(tmp_path / "new", marker) == tmp_path / "new"
 
 
 # ---------------------------------------------------------------------------- progressive shrinking
@@ -249,7 +269,7 @@ def test_search_checks_its_output_before_loading_anything(capsys, blocker, files
 ])
 def test_search_bad_input_fails_in_one_line_and_keeps_the_output(capsys, tmp_path, files, latency_tables, change,
                                                                    fragment):
-    out = _user_folder(tmp_path)
+    out = _user_folder(tmp_path, "search.csv")
     tables = {**latency_tables, "not_json": files["not_json"], "a_list": files["a_list"],
               "missing": tmp_path / "missing.json"}
     argv = _search(files, out, "--budget", change.get("budget", "latency=1s" if "table" in change else "macs=1G"))
@@ -266,7 +286,7 @@ def test_search_bad_input_fails_in_one_line_and_keeps_the_output(capsys, tmp_pat
 @pytest.mark.xfail(strict=True, reason="LatencyTable.load (flexbone/search/latency.py) lets a ValueError out for "
                                        "a table whose entries are not mappings (reported to the lead)")
 def test_search_latency_table_with_malformed_entries(capsys, tmp_path, files, latency_tables):
-    out = _user_folder(tmp_path)
+    out = _user_folder(tmp_path, "search.csv")
     _fails(capsys, _search(files, out, "--budget", "latency=1s", "--latency-table", str(latency_tables["bad_entries"])),
            "latency table", keep=tmp_path)
 
@@ -319,7 +339,7 @@ def test_search_interrupted_before_any_row_says_nothing_was_kept(capsys, tmp_pat
         raise KeyboardInterrupt
 
     monkeypatch.setattr(engine, "evaluate", evaluate)
-    out = _user_folder(tmp_path)
+    out = _user_folder(tmp_path, "search.csv")
     before = snapshot(tmp_path)
     assert main(_fast_search(files, out)) == 130
     err = capsys.readouterr().err
@@ -336,7 +356,7 @@ def test_search_on_a_full_disk_keeps_the_output_and_the_rows(capsys, tmp_path, m
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(elastic_subnets, "save_subnet", save_subnet)
-    out = _user_folder(tmp_path)
+    out = _user_folder(tmp_path, "search.csv")
     before = snapshot(out)
     partial = tmp_path / "out.partial.csv"
     fails_cleanly(capsys, _fast_search(files, out), f"cannot write {out}: the disk is full; kept 4 evaluated "
@@ -434,7 +454,7 @@ def test_compare_checks_its_output_first(capsys, blocker):  # noqa: F811
     (["resnet8s_tiny", "--device", "cuda:7"], "--device"),
 ])
 def test_compare_bad_input_fails_in_one_line_and_keeps_the_output(capsys, tmp_path, files, argv, fragment):
-    out = _user_folder(tmp_path)
+    out = _user_folder(tmp_path, "compare.csv")
     names = {**{k: str(v) for k, v in files.items()}, "tmp": str(tmp_path)}
     argv = [a.format(**names) if "{" in a else a for a in argv]
     _fails(capsys, ["compare", *argv, *COMPARE, "--out", str(out)], fragment, keep=tmp_path)
@@ -484,7 +504,7 @@ def test_stitch_checks_its_output_first(capsys, blocker):  # noqa: F811
     ([], "--anchors needs at least two registered models"),
 ])
 def test_stitch_bad_input_fails_in_one_line_and_keeps_the_output(capsys, tmp_path, files, argv, fragment):
-    out = _user_folder(tmp_path)
+    out = _user_folder(tmp_path, "config.json")
     names = {**{k: str(v) for k, v in files.items()}, "tmp": str(tmp_path)}
     argv = [a.format(**names) if "{" in a else a for a in argv]
     fragment = fragment.format(**names)

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 from .checkpoint import atomic_write
 from .errors import ConfigError
 
-__all__ = ["check_writable", "atomic_write", "write_text", "write_json", "staged_dir", "describe_os_error"]
+__all__ = ["check_writable", "check_replaceable", "atomic_write", "write_text", "write_json", "staged_dir", "describe_os_error"]
 
 
 def describe_os_error(e: OSError) -> str:
@@ -64,6 +64,21 @@ def check_writable(path: str | os.PathLike, *, is_dir: bool = False) -> Path:
         raise ConfigError(f"cannot write the {what} {path}: {folder} is not writable ({describe_os_error(e)})") from None
     os.close(fd)
     os.unlink(probe)
+    return path
+
+
+def check_replaceable(path: str | os.PathLike, marker: str) -> Path:
+    """Raise :class:`ConfigError` unless the folder ``path`` may be replaced as a whole: it does not exist, is
+    empty, or is an earlier output of the same command (it holds ``marker``, e.g. ``search.csv``).
+
+    A command that writes a whole folder (:func:`staged_dir`) replaces what was there; pointed by mistake at a
+    folder of the user's own files (``--out .``) it would delete them, so it refuses before any work.
+    """
+    path = Path(path)
+    if path.is_dir() and not (path / marker).exists() and any(path.iterdir()):
+        raise ConfigError(f"{path} already holds other files, which writing the output there would delete: give a "
+                          f"new or empty folder (an earlier output of the same command, with its {marker}, is "
+                          f"replaced)")
     return path
 
 

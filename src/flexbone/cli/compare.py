@@ -197,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
     from ..bench.throughput import BenchSettings
     from ..interrupt import interrupt_note
     from ..models import model_entrypoint
-    from ..outputs import check_writable, staged_dir
+    from ..outputs import check_replaceable, check_writable, staged_dir
     from .subnets import write_csv
 
     # every option first: a typo fails now, not after the first model's fine-tune
@@ -210,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
     BenchSettings(batch_size=args.batch_size, img_size=args.img_size, device=_device(args.device),
                   warmup=args.warmup, repeats=args.repeats, threads=args.threads).validate()
     check_writable(args.out, is_dir=True)
+    check_replaceable(args.out, "compare.csv")
     if args.data:
         _check_data(args.data)
         for name in models:  # recipes are validated (and their keys checked) before any work

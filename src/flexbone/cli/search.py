@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data.loader import ImageLoader
     from ..data.samplers import ShardedEvalSampler
-    from ..outputs import check_writable, describe_os_error, staged_dir
+    from ..outputs import check_replaceable, check_writable, describe_os_error, staged_dir
     from ..search.costs import build_costs
     from ..search.latency import LatencyTable, MeasuredLatency
     from ..elastic.space import SubnetConfig
@@ -150,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("the same budget is given twice")
     out = Path(args.out)
     check_writable(out, is_dir=True)
+    check_replaceable(out, "search.csv")
     partial = out.with_name(f"{out.name}.partial.csv")  # the evaluated rows as they come (Ctrl-C keeps them)
     check_writable(partial)
     done = read_rows(partial) if args.resume and partial.is_file() else {}
