@@ -75,6 +75,9 @@ def _num_classes(data: str, train_split: str) -> int:
     """Classes of ``--data``: 10 for digits, else the class folders of its training split."""
     if data == "digits":
         return 10
+    if not Path(data).expanduser().is_dir():
+        raise ConfigError(f"--data {data}: no such folder (an image folder with {train_split}/ and val/, CIFAR batch "
+                          f"files, or 'digits')")
     folder = Path(data).expanduser() / train_split
     classes = [d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")] if folder.is_dir() else []
     if not classes:
@@ -118,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..interrupt import interrupt_note
-    from ..outputs import check_writable
+    from ..outputs import check_replaceable, check_writable
     from ..stitch.snnet import save_snnet
     from ..train.distributed import resolve_device
     from .subnets import _calibration_loader, write_csv
@@ -128,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--out DIR is needed (where the SN-Net is written)")
     out = Path(args.out) if args.out else Path(args.from_dir)
     check_writable(out, is_dir=True)  # before any work
+    check_replaceable(out, "config.json")  # save_snnet replaces the folder: never a folder of the user's own files
     if args.threads:
         torch.set_num_threads(args.threads)
     say = (lambda *a: None) if args.no_progress else (lambda *a: print(*a, file=sys.stderr))
