@@ -86,3 +86,28 @@ class FactorizedReduction(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(x)
         return self.final_path_bn(torch.cat([self.path_1(x), self.path_2(x)], 1))
+
+
+# ------------------------------------------------------------------------------------- searched cells
+# A searched cell is a table of branches: per branch (left op, its input, right op, its input), the two results
+# summed; ``None`` is the identity. Inputs name the cell's adapted inputs or earlier branches ('c0', 'c1', ...).
+# The branch modules are the cell's attributes ``comb_iter_{i}_left`` / ``comb_iter_{i}_right`` (timm's names).
+Branch = tuple  # (str | None, str, str | None, str)
+
+
+def add_branches(cell: nn.Module, branches: tuple[Branch, ...], make_op) -> None:
+    """Create each branch operation as ``make_op(op, input_name)`` under timm's attribute name."""
+    for i, (l_op, l_in, r_op, r_in) in enumerate(branches):
+        for side, op, src in (("left", l_op, l_in), ("right", r_op, r_in)):
+            if op is not None:
+                cell.add_module(f"comb_iter_{i}_{side}", make_op(op, src))
+
+
+def run_branches(cell: nn.Module, branches: tuple[Branch, ...], outputs: tuple[str, ...],
+                 maps: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Evaluate the branches in order over ``maps`` (the adapted inputs) and concatenate ``outputs``."""
+    for i, (l_op, l_in, r_op, r_in) in enumerate(branches):
+        left = maps[l_in] if l_op is None else cell.get_submodule(f"comb_iter_{i}_left")(maps[l_in])
+        right = maps[r_in] if r_op is None else cell.get_submodule(f"comb_iter_{i}_right")(maps[r_in])
+        maps[f"c{i}"] = left + right
+    return torch.cat([maps[k] for k in outputs], 1)

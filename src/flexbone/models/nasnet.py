@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..layers.conv_norm_act import ConvNormAct
 from ..layers.classifier import create_classifier
-from ..layers.nas_ops import TF_BN_EPS, ActConvBn, BranchSeparables, FactorizedReduction
+from ..layers.nas_ops import (TF_BN_EPS, ActConvBn, BranchSeparables, FactorizedReduction, add_branches,
+                              run_branches)
 from ..layers.norm import BatchNorm2d
 from ..layers.padding import pool2d_same
 from ._base import Backbone, default_cfg
@@ -68,6 +69,11 @@ class CellSpec:
     def out_chs(self) -> int:
         return self.width * len(REDUCTION_OUTPUT if self.reduction else NORMAL_OUTPUT)
 
+    @property
+    def keeps_prev(self) -> bool:
+        """The next cell reads the map before this one as ``x_prev`` (reduction cells between stages)."""
+        return self.reduction and self.prev == "conv"
+
 
 class NasNetCell(nn.Module):
     """A NASNet-A normal or reduction cell: ``(x, x_prev) -> (B, out_chs, H', W')``."""
@@ -86,11 +92,8 @@ class NasNetCell(nn.Module):
         b_chs = spec.prev_chs if spec.prev == "none" else w
         self.branches = REDUCTION_CELL if spec.reduction else NORMAL_CELL
         self.outputs = REDUCTION_OUTPUT if spec.reduction else NORMAL_OUTPUT
-        for i, (l_op, l_in, r_op, r_in) in enumerate(self.branches):
-            for side, op, src in (("left", l_op, l_in), ("right", r_op, r_in)):
-                if op is not None:
-                    stride = 2 if spec.reduction and src in "ab" else 1
-                    self.add_module(f"comb_iter_{i}_{side}", _operation(op, b_chs if src == "b" else w, w, stride))
+        add_branches(self, self.branches, lambda op, src: _operation(
+            op, b_chs if src == "b" else w, w, 2 if spec.reduction and src in ("a", "b") else 1))
 
     def forward(self, x: torch.Tensor, x_prev: torch.Tensor) -> torch.Tensor:
         maps = {"a": self.conv_1x1(x)}
@@ -101,11 +104,7 @@ class NasNetCell(nn.Module):
             maps["b"] = self.final_path_bn(torch.cat([self.path_1(r), self.path_2(r)], 1))
         else:
             maps["b"] = x_prev
-        for i, (l_op, l_in, r_op, r_in) in enumerate(self.branches):
-            left = maps[l_in] if l_op is None else self.get_submodule(f"comb_iter_{i}_left")(maps[l_in])
-            right = maps[r_in] if r_op is None else self.get_submodule(f"comb_iter_{i}_right")(maps[r_in])
-            maps[f"c{i}"] = left + right
-        return torch.cat([maps[k] for k in self.outputs], 1)
+        return run_branches(self, self.branches, self.outputs, maps)
 
 
 def nasnet_cells(stem: int = 96, width: int = 168, cells_per_stage: int = 6) -> tuple[CellSpec, ...]:
@@ -126,42 +125,20 @@ def nasnet_cells(stem: int = 96, width: int = 168, cells_per_stage: int = 6) -> 
 
 
 # ------------------------------------------------------------------------------------------------ model
-class NASNetALarge(Backbone):
-    """NASNet-A large (6 @ 4032): the stem conv, ``nasnet_cells()``, a final ReLU, pool and classifier.
+class CellNetwork(Backbone):
+    """A stem conv, then cells each reading the two maps before it, a final ReLU, pool and classifier: the
+    contract shared by NASNet-A and PNASNet-5 (timm's wiring, levels, pruning). A subclass registers the stem
+    conv, the cells (named as ``self.cells``, specs with ``name`` and ``keeps_prev``) and ``self.act``, and sets
+    ``_level_cells``: per feature level, the module whose output it is (the stem, then cells)."""
 
-    Args:
-        num_classes, in_chans, global_pool, drop_rate: classifier head, input channels, pooling, dropout.
-        stem_size, num_features: the stem width and the last cell's width (``24 x`` the first stage's width).
-        output_stride: 32 only (the reductions are cells of the searched architecture).
-        drop_path_rate: accepted for the common contract; not used (timm's port has no stochastic depth; the
-            paper's ScheduledDropPath is a training recipe it does not carry).
-    """
+    cells: tuple
+    _level_cells: tuple[str, ...]
 
-    def __init__(self, num_classes: int = 1000, in_chans: int = 3, global_pool: str = "avg", drop_rate: float = 0.0,
-                 stem_size: int = 96, num_features: int = 4032, output_stride: int = 32, drop_path_rate: float = 0.0):
-        super().__init__()
-        if output_stride != 32:
-            raise ConfigError(f"NASNet supports output_stride=32 only, not {output_stride}")
+    def _init_head(self, num_features: int, num_classes: int, global_pool: str, drop_rate: float) -> None:
         self.num_classes, self.drop_rate, self.num_features = num_classes, drop_rate, num_features
-        # 3x3/2 without padding (TF 'VALID'): 331 -> 165
-        self.conv0 = ConvNormAct(in_chans, stem_size, 3, stride=2, padding=0,
-                                 norm_layer=partial(BatchNorm2d, eps=TF_BN_EPS), apply_act=False)
-        self.cells = nasnet_cells(stem_size, num_features // 24)
-        for spec in self.cells:
-            self.add_module(spec.name, NasNetCell(spec))
         self.act = nn.ReLU(inplace=True)
-        width = num_features // 24
-        self.feature_info = FeatureInfo([
-            FeatureStage(stem_size, 2, "conv0"), FeatureStage(width, 4, "cell_stem_1.conv_1x1.act"),
-            FeatureStage(6 * width, 8, "reduction_cell_0.conv_1x1.act"),
-            FeatureStage(12 * width, 16, "reduction_cell_1.conv_1x1.act"), FeatureStage(num_features, 32, "act")])
-        # the cell whose (activated) output each level is; the levels between stem and end are ReLU'd outputs
-        self._level_cells = ("conv0", "cell_stem_0", "cell_5", "cell_11", self.cells[-1].name)
         self.global_pool, self.last_linear = create_classifier(num_features, num_classes, global_pool)
         self.head_drop = nn.Dropout(drop_rate)
-        self.default_cfg = default_cfg(input_size=(3, 331, 331), pool_size=(11, 11), crop_pct=0.911,
-                                       interpolation="bicubic", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                                       first_conv="conv0.conv", classifier="last_linear")
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -179,15 +156,14 @@ class NASNetALarge(Backbone):
         """Run the model down to feature level ``last_level`` (or its last unpruned cell); returns the features
         and the maps of the levels in ``take``."""
         final = len(self.feature_info) - 1
-        x_prev = x = self.conv0(x)  # (B, stem, H/2, W/2); the stem cell reads it as both inputs
+        x_prev = x = getattr(self, self._level_cells[0])(x)  # the stem conv; the stem cell reads it as both inputs
         maps, level, reached = ([x] if 0 in take else []), 1, 0
         for spec in self.cells:
             cell = getattr(self, spec.name)
             if reached == last_level or cell is None:  # done, or pruned (prune_intermediate_layers)
                 break
             out = cell(x, x_prev)
-            # a reduction cell's successor reads the map before the reduction as x_prev (the stem cells' do not)
-            x_prev, x = (x_prev, out) if spec.reduction and spec.prev == "conv" else (x, out)
+            x_prev, x = (x_prev, out) if spec.keeps_prev else (x, out)
             if spec.name == self._level_cells[level]:
                 if level == final:
                     x = self.act(x)
@@ -210,7 +186,7 @@ class NASNetALarge(Backbone):
                               stop_early: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False):
         """timm's ``forward_intermediates`` (levels: stem conv, activated cell outputs, final activation)."""
         if output_fmt != "NCHW":
-            raise ConfigError(f"NASNet: output_fmt must be 'NCHW', not {output_fmt!r}")
+            raise ConfigError(f"{type(self).__name__}: output_fmt must be 'NCHW', not {output_fmt!r}")
         take, max_index = feature_take_indices(len(self.feature_info), indices)
         x, maps = self._run(x, max_index if stop_early else len(self.feature_info) - 1, take)
         return maps if intermediates_only else (x, maps)
@@ -229,6 +205,41 @@ class NASNetALarge(Backbone):
         if prune_head or max_index < len(self.feature_info) - 1:
             self.reset_classifier(0, "")
         return take
+
+
+class NASNetALarge(CellNetwork):
+    """NASNet-A large (6 @ 4032): the stem conv, ``nasnet_cells()``, a final ReLU, pool and classifier.
+
+    Args:
+        num_classes, in_chans, global_pool, drop_rate: classifier head, input channels, pooling, dropout.
+        stem_size, num_features: the stem width and the last cell's width (``24 x`` the first stage's width).
+        output_stride: 32 only (the reductions are cells of the searched architecture).
+        drop_path_rate: accepted for the common contract; not used (timm's port has no stochastic depth; the
+            paper's ScheduledDropPath is a training recipe it does not carry).
+    """
+
+    def __init__(self, num_classes: int = 1000, in_chans: int = 3, global_pool: str = "avg", drop_rate: float = 0.0,
+                 stem_size: int = 96, num_features: int = 4032, output_stride: int = 32, drop_path_rate: float = 0.0):
+        super().__init__()
+        if output_stride != 32:
+            raise ConfigError(f"NASNet supports output_stride=32 only, not {output_stride}")
+        # 3x3/2 without padding (TF 'VALID'): 331 -> 165
+        self.conv0 = ConvNormAct(in_chans, stem_size, 3, stride=2, padding=0,
+                                 norm_layer=partial(BatchNorm2d, eps=TF_BN_EPS), apply_act=False)
+        self.cells = nasnet_cells(stem_size, num_features // 24)
+        for spec in self.cells:
+            self.add_module(spec.name, NasNetCell(spec))
+        width = num_features // 24
+        self.feature_info = FeatureInfo([
+            FeatureStage(stem_size, 2, "conv0"), FeatureStage(width, 4, "cell_stem_1.conv_1x1.act"),
+            FeatureStage(6 * width, 8, "reduction_cell_0.conv_1x1.act"),
+            FeatureStage(12 * width, 16, "reduction_cell_1.conv_1x1.act"), FeatureStage(num_features, 32, "act")])
+        # inner levels are the ReLU'd cell outputs (timm hooks the next cell's input ReLU)
+        self._level_cells = ("conv0", "cell_stem_0", "cell_5", "cell_11", self.cells[-1].name)
+        self._init_head(num_features, num_classes, global_pool, drop_rate)
+        self.default_cfg = default_cfg(input_size=(3, 331, 331), pool_size=(11, 11), crop_pct=0.911,
+                                       interpolation="bicubic", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                                       first_conv="conv0.conv", classifier="last_linear")
 
 
 _entry = partial(NASNetALarge)
