@@ -44,6 +44,8 @@ KNOWN_GAPS: dict[tuple[str, str], str] = {
        for test in ("attributes", "pyramid", "fx", "backward")},
     ("torchscript", "nasnet"): "models/nasnet.py: the cells are built from the searched-cell table and run it "
                                "in Python (timm's hand-written cells script)",
+    ("torchscript", "pnasnet"): "models/pnasnet.py: the cells are built from the searched-cell table and run it "
+                                "in Python (timm's hand-written cells script)",
 }
 
 
