@@ -19,7 +19,7 @@ import torch
 from flexbone.checkpoint import save_state_dict
 from flexbone.cli import main
 from flexbone.models import create_model
-from test_faults import blocker, fails_cleanly, snapshot  # noqa: F401 - blocker is a fixture
+from test_faults import _fill, blocker, fails_cleanly, full_disk, snapshot  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.cli
 
@@ -427,6 +427,33 @@ def test_export_on_a_full_disk_leaves_the_earlier_artifact(capsys, tmp_path, mon
     _fails(capsys, _export("--model", "resnet8s_tiny", "--format", "onnx", "--out", str(out)),
            "the disk is full (no space left on device)", status=1, keep=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.json"]  # no temporary file
+
+
+def test_export_on_a_full_tmpfs(capsys, full_disk):  # noqa: F811
+    """A real full disk (a 64 KiB tmpfs with 16 KiB free; the ONNX file needs ~0.7 MB): one line, nothing left."""
+    earlier = full_disk / "model.onnx.json"
+    earlier.write_text('{"earlier": "sidecar"}')
+    _fill(full_disk, leave=16 * 1024)
+    before = snapshot(full_disk)
+    _fails(capsys, _export("--model", "resnet8s_tiny", "--format", "onnx", "--out", str(full_disk / "model.onnx")),
+           "the disk is full", status=1)
+    assert snapshot(full_disk) == before  # no artifact, no temporary file, the earlier sidecar as it was
+
+
+@pytest.mark.slow
+def test_search_on_a_full_tmpfs(capsys, full_disk, files):  # noqa: F811
+    """The rows cannot be kept and the result cannot be written: a warning, then one error line; nothing left."""
+    _fill(full_disk, leave=0)
+    before = snapshot(full_disk)
+    rc = main(_fast_search(files, full_disk / "found"))
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[0].startswith("flexbone: warning: cannot keep rows in") and "no space left on device" in lines[0]
+    assert lines[-1] == (f"flexbone: error: cannot write {full_disk / 'found'}: the disk is full; 4 evaluated "
+                         f"sub-network(s) could not be kept ({full_disk / 'found.partial.csv'} was not writable)")
+    assert len(lines) == 2
+    assert snapshot(full_disk) == before
 
 
 # ------------------------------------------------------------------------------------------ compare
