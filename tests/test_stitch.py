@@ -266,7 +266,8 @@ def test_stitch_cli_builds_initialises_saves_and_evaluates(tmp_path, capsys):
     out = tmp_path / "sn"
     assert main(["stitch", "--anchors", "resnet18,resnet50", "--checkpoints", ",".join(map(str, paths)),
                  "--data", "digits", "--out", str(out), "--img-size", "8", "--init-images", "40", "--evaluate",
-                 "--workers", "0", "--no-progress"]) == 0
+                 "--latency", "--repeats", "1", "--threads", "1", "--budget", "latency=10s,params=15M",
+                 "--budget", "macs=1G", "--budget", "macs=1", "--workers", "0", "--no-progress"]) == 0
     net = load_snnet(out).eval()
     assert net.num_configs == 10
     # the anchors inside are the checkpoints' models, and the stitches are the least-squares solution
@@ -279,3 +280,14 @@ def test_stitch_cli_builds_initialises_saves_and_evaluates(tmp_path, capsys):
     rows = list(csv.DictReader(open(out / "configs.csv")))
     assert [int(r["id"]) for r in rows] == list(range(10)) and [r["kind"] for r in rows[:3]] == ["anchor", "anchor", "stitch"]
     assert (out / "configs.png").stat().st_size > 0
+    # every configuration timed, and the best one picked per budget (exhaustive: checked against the table here)
+    assert all(float(r["latency_ms"]) > 0 for r in rows)
+    chosen = list(csv.DictReader(open(out / "chosen.csv")))
+    fits = [r for r in rows if float(r["params"]) <= 15e6]
+    assert 0 < len(fits) < len(rows)
+    assert float(chosen[0]["top1"]) == max(float(r["top1"]) for r in fits) and float(chosen[0]["params"]) <= 15e6
+    assert float(chosen[1]["top1"]) == max(float(r["top1"]) for r in rows)
+    assert chosen[2]["id"] == ""  # nothing has 1 MAC
+    assert "budget macs-1: no configuration fits" in capsys.readouterr().out
+    assert main(["stitch", "--from", str(out), "--data", "digits", "--evaluate", "--budget", "latency=5ms"]) == 2
+    assert "needs --latency" in capsys.readouterr().err

@@ -4,6 +4,12 @@ configuration (MACs, parameters, top-1, the accuracy/cost plot with the anchors 
 
 The folder holds ``config.json`` (the ``create_model('snnet', ...)`` arguments) and ``model.safetensors``; train
 it with ``flexbone train --recipe snnet_resnet --model.pretrained DIR/model.safetensors`` (see the recipes).
+
+With ``--evaluate --latency`` every configuration's extracted model is also timed on this machine (batch 1,
+``--threads``, median of ``--repeats``); with ``--budget macs=2G`` (repeatable; ``latency=20ms``, ``params=10M``,
+several joined by commas) the best evaluated configuration within each budget is picked. The configurations of
+an SN-Net are few (tens), so this search is exhaustive: the pick is the exact optimum on the evaluated data.
+The picks go to ``chosen.csv`` and are marked on the plot.
 """
 from __future__ import annotations
 
@@ -21,6 +27,8 @@ EPILOG = """examples:
   flexbone stitch --anchors deit_tiny_patch16_224,deit_small_patch16_224,deit_base_patch16_224 \\
       --checkpoints ti.pth,s.pth,b.pth --data /data/imagenet --out snnet-deit --evaluate
   flexbone stitch --from snnet-r18-r50 --weights runs/x/model.safetensors --data /data/imagenet --evaluate
+  flexbone stitch --from snnet-r18-r50 --data /data/imagenet --evaluate --latency --budget latency=15ms \
+      --budget macs=3G
 
 --data is an image folder with train/ (least-squares images) and val/ (--evaluate) sub-folders, a folder of
 CIFAR-10/100 batch files, or 'digits'. Anchors go small to large; each anchor's checkpoint is loaded as
@@ -54,6 +62,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stages", default="1,2", metavar="S,S", help="hierarchical anchors: stages that may hold a "
                                                                   "stitch, 0-indexed (default 1,2: layer2, layer3)")
     p.add_argument("--evaluate", action="store_true", help="evaluate every configuration on the val split")
+    p.add_argument("--latency", action="store_true", help="with --evaluate: time every configuration's extracted "
+                                                          "model on this machine (batch 1, --threads)")
+    p.add_argument("--repeats", type=int_range(1), default=20, help="timed runs per latency (median; default 20)")
+    p.add_argument("--budget", action="append", default=[], metavar="METRIC=VALUE[,...]",
+                   help="with --evaluate: pick the best configuration within this budget (macs=2G, params=10M, "
+                        "latency=15ms needs --latency); repeat for several budgets")
     p.add_argument("--img-size", type=int_range(1), default=None, metavar="N",
                    help="image size (default: the largest anchor's)")
     p.add_argument("--split", default="val", help="image-folder sub-folder to evaluate (default val)")
@@ -129,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out is None and not (args.evaluate and args.from_dir is not None):
         raise ConfigError("--out DIR is needed (where the SN-Net is written)")
+    budgets = _budgets(args)
     out = Path(args.out) if args.out else Path(args.from_dir)
     check_writable(out, is_dir=True)  # before any work
     check_replaceable(out, "config.json")  # save_snnet replaces the folder: never a folder of the user's own files
@@ -157,12 +172,49 @@ def run(args: argparse.Namespace) -> int:
     if args.evaluate:
         rows = evaluate_configs(net, args, data_cfg, device)
         csv_path = write_csv(rows, out / "configs.csv")
-        plot = plot_configs(rows, out / "configs.png", title=f"SN-Net: {net.num_configs} configurations")
-        say(f"flexbone: {csv_path} and {plot}")
+        chosen = choose_configs(rows, budgets)
+        if chosen:
+            write_csv(chosen, out / "chosen.csv")
+        plot = plot_configs(rows, out / "configs.png", title=f"SN-Net: {net.num_configs} configurations",
+                            chosen=chosen)
+        say(f"flexbone: {csv_path} and {plot}" + (f" ({out / 'chosen.csv'})" if chosen else ""))
         for r in rows:
-            print(f"{r['id']:3d}  {r['path']:<40s} {r['macs'] / 1e6:10.1f}M MACs {r['params'] / 1e6:8.2f}M params "
-                  f"top-1 {r['top1']:6.2f}%{'  (pareto)' if r['pareto'] else ''}")
+            ms = f" {r['latency_ms']:8.2f} ms" if "latency_ms" in r else ""
+            print(f"{r['id']:3d}  {r['path']:<40s} {r['macs'] / 1e6:10.1f}M MACs {r['params'] / 1e6:8.2f}M params"
+                  f"{ms} top-1 {r['top1']:6.2f}%{'  (pareto)' if r['pareto'] else ''}")
+        for c in chosen:
+            print(f"budget {c['budget']}: configuration {c['id']} ({c['path']}), top-1 {c['top1']:.2f}%"
+                  if c["id"] is not None else f"budget {c['budget']}: no configuration fits")
     return 0
+
+
+def _budgets(args: argparse.Namespace) -> list[dict[str, float]]:
+    """``--budget`` values parsed and checked against the other options, before any work."""
+    from .search import parse_budgets
+
+    budgets = parse_budgets(args.budget)
+    if budgets and not args.evaluate:
+        raise ConfigError("--budget picks among evaluated configurations: add --evaluate")
+    if any("latency" in b for b in budgets) and not args.latency:
+        raise ConfigError("a latency budget needs --latency (every configuration timed on this machine)")
+    return budgets
+
+
+def choose_configs(rows: list[dict[str, Any]], budgets: list[dict[str, float]]) -> list[dict[str, Any]]:
+    """Per budget, the evaluated configuration with the best top-1 among those within every limit (ties: the
+    cheaper in MACs); ``id`` None where none fits. Exhaustive over the configurations: the exact optimum."""
+    from .search import budget_label
+
+    key = {"macs": "macs", "params": "params", "latency": "latency_ms"}
+    chosen = []
+    for budget in budgets:
+        fits = [r for r in rows if all(r[key[k]] <= v for k, v in budget.items())]
+        best = max(fits, key=lambda r: (r["top1"], -r["macs"]), default=None)
+        pick = {k: best[k] for k in ("id", "kind", "path", "macs", "params", "latency_ms", "top1") if k in best} \
+            if best else {"id": None}
+        chosen.append({"budget": budget_label(budget), **{f"limit_{k}": v for k, v in budget.items()}, **pick})
+    columns = list(dict.fromkeys(k for c in chosen for k in c))  # one header for budgets of different metrics
+    return [{k: c.get(k, "") for k in columns} for c in chosen]
 
 
 def evaluate_configs(net: Any, args: argparse.Namespace, data_cfg: Any, device: Any) -> list[dict[str, Any]]:
@@ -183,12 +235,19 @@ def evaluate_configs(net: Any, args: argparse.Namespace, data_cfg: Any, device: 
     for cost in tqdm(costs, desc="configurations", unit="cfg", disable=args.no_progress, file=sys.stderr):
         net.set_active(cost["id"])
         stats = evaluate(net, loader, device)
+        timing = {}
+        if getattr(args, "latency", False):  # the extracted model, as it would be deployed
+            from ..search.latency import time_module
+
+            extracted = net.extract(cost["id"]).cpu().eval()
+            timing["latency_ms"] = time_module(extracted, (3, data_cfg.img_size, data_cfg.img_size), batch_size=1,
+                                               threads=args.threads, warmup=3, repeats=args.repeats)
         cfg = net.stitch_config(cost["id"])
         names = getattr(net, "spec", {}).get("anchors") or [type(a).__name__ for a in net.anchors]
         path = names[cfg.anchors[0]] if cfg.is_anchor else f"{' -> '.join(names[a] for a in cfg.anchors)}: {cfg.describe()}"
         rows.append({"id": cost["id"], "kind": "anchor" if cfg.is_anchor else "stitch", "path": path,
                      "img_size": data_cfg.img_size, "macs": cost["macs"], "params": cost["params"],
-                     "top1": stats["top1"], "top5": stats["top5"], "loss": stats["loss"]})
+                     **timing, "top1": stats["top1"], "top5": stats["top5"], "loss": stats["loss"]})
     net.set_active(len(net.anchors) - 1)
     front = set(pareto_front([r["macs"] for r in rows], [r["top1"] for r in rows]))
     for i, r in enumerate(rows):
@@ -196,9 +255,10 @@ def evaluate_configs(net: Any, args: argparse.Namespace, data_cfg: Any, device: 
     return rows
 
 
-def plot_configs(rows: list[dict[str, Any]], path: Path, title: str = "") -> Path:
+def plot_configs(rows: list[dict[str, Any]], path: Path, title: str = "",
+                 chosen: list[dict[str, Any]] | None = None) -> Path:
     """MACs (millions) vs top-1 of every configuration: stitches as dots, anchors as labelled stars, the Pareto
-    front joined (PNG, written atomically)."""
+    front joined, the configurations ``chosen`` for budgets ringed (PNG, written atomically)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -215,6 +275,12 @@ def plot_configs(rows: list[dict[str, Any]], path: Path, title: str = "") -> Pat
         if r["kind"] == "anchor":
             ax.scatter([r["macs"] / 1e6], [r["top1"]], marker="*", s=160, color="tab:orange", zorder=3)
             ax.annotate(r["path"], (r["macs"] / 1e6, r["top1"]), textcoords="offset points", xytext=(6, -10), fontsize=8)
+    picked = [c for c in chosen or [] if c["id"] is not None]
+    for i, c in enumerate(picked):
+        ax.scatter([c["macs"] / 1e6], [c["top1"]], s=140, facecolors="none", edgecolors="tab:green", linewidths=1.5,
+                   zorder=4, label="chosen for a budget" if i == 0 else None)
+        ax.annotate(c["budget"], (c["macs"] / 1e6, c["top1"]), textcoords="offset points", xytext=(6, 6), fontsize=7,
+                    color="tab:green")
     ax.set_xlabel(f"MACs (millions, at {rows[0]['img_size']} px)")
     ax.set_ylabel("top-1 (%)")
     ax.set_title(title)
