@@ -478,6 +478,8 @@ def test_compare_checks_its_output_first(capsys, blocker):  # noqa: F811
     (["resnet8s_tiny", "--data", "digits", "--recipe", "{not_json}"], "is not valid YAML"),
     (["resnet8s_tiny", "--data", "digits", "--recipe", "{a_list}"], "must be a mapping of sections"),
     (["resnet8s_tiny", "--data", "digits", "--pretrained", "resnet8s_tiny={tmp}/none.pt"], "no file"),
+    (["resnet8s_tiny", "--data", "digits", "--pretrained", "resnet8s_tiny={garbage}"], "garbage.pt"),
+    (["resnet8s_tiny", "--data", "digits", "--pretrained", "resnet8s_tiny={cut}"], "not a readable safetensors"),
     (["resnet8s_tiny", "--device", "cuda:7"], "--device"),
 ])
 def test_compare_bad_input_fails_in_one_line_and_keeps_the_output(capsys, tmp_path, files, argv, fragment):

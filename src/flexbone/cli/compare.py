@@ -207,6 +207,10 @@ def run(args: argparse.Namespace) -> int:
     pretrained = parse_pretrained(args.pretrained, models)
     if pretrained and not args.data:
         raise ConfigError("--pretrained applies to the fine-tune: give --data as well")
+    from ..checkpoint import load_state_dict
+
+    for path in pretrained.values():  # unreadable or unsafe: refused now, not after the latency of every model
+        load_state_dict(path)
     BenchSettings(batch_size=args.batch_size, img_size=args.img_size, device=_device(args.device),
                   warmup=args.warmup, repeats=args.repeats, threads=args.threads).validate()
     check_writable(args.out, is_dir=True)
