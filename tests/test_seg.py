@@ -256,7 +256,8 @@ def test_interrupted_and_resumed_segmentation_run_is_bit_identical(tmp_path, mon
     from flexbone.train import engine
     from flexbone.train.checkpoint import LAST, load_training_state
 
-    extra = ["--seg.color_jitter", "0.3", "--train.max_steps_per_epoch", "2"]  # random scale, crop, jitter
+    # random scale, crop (padded with the ignore label), colour jitter, shuffling, EMA: all must resume exactly
+    extra = ["--seg.scale", "[0.5, 1.5]", "--seg.color_jitter", "0.3", "--train.max_steps_per_epoch", "2"]
     full = _train_tiny(tmp_path, "full", extra)
     original = engine.train_one_epoch
 
