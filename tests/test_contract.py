@@ -39,9 +39,6 @@ MODULE_NAMES = {("MobileNetV3", "act1"): "bn1"}  # (our model class, our module)
 # Families that landed while issue 18 was under way and miss part of the contract: each gap is the named family
 # file's to close (strict xfail: the mark fails as soon as the gap is closed, so that it is removed then).
 KNOWN_GAPS: dict[tuple[str, str], str] = {
-    **{(test, "stitch"): "stitch/snnet.py: SNNet is registered as a model but is not a flexbone Backbone "
-                         "(no pretrained_cfg, feature_info, space)"
-       for test in ("attributes", "pyramid", "fx", "backward")},
     ("torchscript", "nasnet"): "models/nasnet.py: the cells are built from the searched-cell table and run it "
                                "in Python (timm's hand-written cells script)",
     ("torchscript", "pnasnet"): "models/pnasnet.py: the cells are built from the searched-cell table and run it "
@@ -143,6 +140,10 @@ def test_attributes_cfg_and_feature_info(name):
     assert cfg["architecture"] == name
     assert {k for k in CFG_KEYS if not k.startswith("test_")} <= cfg.keys()
     assert isinstance(model.num_features, int) and isinstance(model.head_hidden_size, int)
+    if not hasattr(model, "feature_info"):  # SN-Net: its levels would change with the configuration
+        with pytest.raises(ConfigError, match="features_only"), metadata_only():
+            flexbone.create_model(name, features_only=True)
+        return
 
     info = model.feature_info  # timm's list of dicts, plus the selector methods
     assert isinstance(info, list) and all(isinstance(i, dict) for i in info)
@@ -165,9 +166,9 @@ def test_attributes_cfg_and_feature_info(name):
 @pytest.mark.parametrize("name", cases("pyramid", NAMES))
 def test_four_level_pyramid_option(name):
     """``out_indices=PYRAMID`` (-4..-1): the four levels at strides 4..32 that dense heads and CBNet take."""
-    levels = meta_model(name).feature_info
+    levels = getattr(meta_model(name), "feature_info", [])  # (SN-Net: none, features_only refused)
     if len(levels) < 4:
-        with pytest.raises(ConfigError, match="feature levels"), metadata_only():
+        with pytest.raises(ConfigError, match="feature levels|features_only"), metadata_only():
             flexbone.create_model(name, features_only=True, out_indices=PYRAMID)
         return
     with metadata_only():
@@ -306,19 +307,24 @@ def _small_input(name: str) -> torch.Tensor:
 def _using_every_parameter(model: Backbone) -> Backbone:
     """A supernet at the configuration whose forward uses every parameter: every block at its largest depth,
     expansion and width, and the smallest kernel (which derives from the largest through every kernel
-    transform); a static model as it is."""
+    transform); an SN-Net at a stitched configuration (two anchors and a stitching layer); a static model as it is."""
     if hasattr(model, "space"):
         model.set_active(dataclasses.replace(model.space.max(), kernel=model.space.min().kernel))
+    if hasattr(model, "num_configs"):
+        model.set_active(model.num_configs - 1)  # (anchors come first)
     return model
 
 
 def _static(model: Backbone) -> Backbone:
     """A supernet's static sub-network at its active configuration (what FX and TorchScript users deploy: the
-    supernet's own forward slices weights by the active configuration in Python); any other model itself."""
-    if not hasattr(model, "space"):
-        return model
-    model.set_active(model.space.min())
-    return model.extract()
+    supernet's own forward slices weights by the active configuration in Python; an SN-Net's forward follows the
+    active configuration's path), at a stitched configuration for an SN-Net; any other model itself."""
+    if hasattr(model, "space"):
+        model.set_active(model.space.min())
+        return model.extract()
+    if hasattr(model, "num_configs"):
+        return _using_every_parameter(model).extract()
+    return model
 
 
 @pytest.mark.parametrize("family, name", cases("fx", ALL_CASES))
@@ -332,7 +338,7 @@ def test_fx_trace_and_feature_extractor_equal_eager(family, name):
             traced.get_submodule(n.target), torch.nn.BatchNorm2d)]
         assert len(bns) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # BN: one call each
         assert _diff(traced(x.clone()), expected) == 0
-        if type(model).forward_intermediates is Backbone.forward_intermediates:  # levels are module outputs
+        if getattr(type(model), "forward_intermediates", None) is Backbone.forward_intermediates:  # module outputs
             modules = model.feature_info.module_name()
             extractor = create_feature_extractor(model, return_nodes=modules)
             maps = extractor(x.clone())
@@ -404,8 +410,44 @@ def test_backward_reaches_every_parameter(family, name):
     out = model(_small_input(name))
     outputs = out if isinstance(out, (list, tuple)) else [out]
     sum(o.float().square().mean() for o in outputs).backward()
+    if hasattr(model, "config_params"):  # SN-Net: exactly the parameters on the active path
+        assert sum(p.numel() for p in model.parameters() if p.grad is not None) == model.config_params(model.active_id)
+        return
     missing = [k for k, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert missing == []
+
+
+@pytest.mark.parametrize("anchors, options, size", [
+    (["resnet18", "resnet50"], [{}, {}], 32),  # CNN -> CNN
+    (["resnet18", "swin_tiny_patch4_window7_224"], [{}, {"img_size": 64}], 64),  # CNN -> channels-last stages
+    (["deit_tiny_patch16_224", "deit_small_patch16_224"], [{"img_size": 32}] * 2, 32),  # tokens
+])
+def test_snnet_answers_the_classifier_contract(anchors, options, size):
+    """An SN-Net's forward_features / forward_head / classifier are those of the active path's last anchor, for
+    every configuration; reset_classifier reaches every path."""
+    net = flexbone.create_model("snnet", anchors=anchors, anchor_options=options, num_classes=5)
+    net = randomize_(net, keep_random_init=True).eval()
+    last = net.anchors[-1]
+    assert net.get_submodule(net.pretrained_cfg["classifier"]) is last.get_classifier()
+    assert net.pretrained_cfg["input_size"] == last.pretrained_cfg["input_size"]
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        for i in range(net.num_configs):
+            net.set_active(i)
+            end = net.anchors[net.stitch_config(i).anchors[-1]]
+            assert (net.num_features, net.head_hidden_size) == (end.num_features, end.head_hidden_size)
+            assert net.get_classifier() is end.get_classifier()
+            features = net.forward_features(x.clone())
+            assert _diff(net.forward_head(features), net(x.clone())) == 0
+            if net.stitch_config(i).is_anchor:
+                assert _diff(features, end.forward_features(x.clone())) == 0
+            assert net.forward_head(features, pre_logits=True).shape == (2, end.head_hidden_size)
+        net.reset_classifier(3)
+        for i in range(net.num_configs):
+            net.set_active(i)
+            assert net(x.clone()).shape == (2, 3)
+    with pytest.raises(ConfigError, match="features_only"):
+        net.as_features()
 
 
 def test_composite_refuses_num_classes():

@@ -89,6 +89,7 @@ class SNNet(nn.Module):
                 StitchingLayer(front.stages[s].channels, end.stages[s].channels, front.fmt, end.fmt) for _ in range(n))
         self.active_id = 0
         self._path: list[nn.Module] = self._path_modules(0)
+        self.default_cfg = _snnet_cfg(anchors)
 
     # ------------------------------------------------------------------------------ configurations
     @property
@@ -138,6 +139,58 @@ class SNNet(nn.Module):
         for module in self._path:
             x = module(x)
         return x
+
+    # ------------------------------------------------------------------------------ timm's model contract
+    # What a switching network can answer: the classifier and widths of the active path's last anchor (its head
+    # runs last) and the preprocessing of the largest anchor. Feature pyramids (features_only,
+    # forward_intermediates, feature_info) it cannot: the levels would change with the configuration.
+    @property
+    def pretrained_cfg(self) -> dict[str, Any]:
+        return self.default_cfg
+
+    @pretrained_cfg.setter
+    def pretrained_cfg(self, cfg: dict[str, Any]) -> None:
+        self.default_cfg = cfg
+
+    def _end_anchor(self) -> nn.Module:
+        return self.anchors[self._configs[self.active_id].anchors[-1]]
+
+    @property
+    def num_features(self) -> int:
+        """Channels of ``forward_features``' output: the active path's last anchor's."""
+        return self._end_anchor().num_features
+
+    @property
+    def head_hidden_size(self) -> int:
+        return self._end_anchor().head_hidden_size
+
+    def get_classifier(self) -> nn.Module:
+        return self._end_anchor().get_classifier()
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new classifier for every anchor (every path ends in one of them)."""
+        for anchor in self.anchors:
+            anchor.reset_classifier(num_classes, global_pool)
+        self.num_classes = num_classes
+        self._views = [anchor_view(a) for a in self.anchors]  # a view holds the head it was made with
+        self._path = self._path_modules(self.active_id)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The active path up to its head: the last anchor's ``forward_features`` on the stitched trunk."""
+        end = self._end_anchor()
+        if self._configs[self.active_id].is_anchor:
+            return end.forward_features(x)
+        for module in self._path[:-1]:
+            x = module(x)
+        # what the anchor's forward_features runs after its last block: the transformers' final norm
+        return end.norm(x) if isinstance(getattr(end, "norm", None), nn.Module) else x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self._end_anchor().forward_head(x, pre_logits=pre_logits)
+
+    def as_features(self, out_indices: Any = None) -> "SNNet":
+        raise ConfigError("an SN-Net has no fixed feature pyramid (its levels change with the stitch configuration), "
+                          "so features_only does not apply; build features_only anchors, or stitch without it")
 
     # ------------------------------------------------------------------------------ costs, extraction
     def config_params(self, config_id: int) -> int:
@@ -207,6 +260,15 @@ class SNNet(nn.Module):
             self.stitch_layers[key][layer_id].set_weight_bias(*averaged_stitch(pairs))
 
 
+def _snnet_cfg(anchors: Sequence[nn.Module]) -> dict[str, Any]:
+    """timm's cfg keys: the largest anchor's preprocessing; ``first_conv`` / ``classifier`` name its modules."""
+    cfg = dict(getattr(anchors[-1], "default_cfg", {}))
+    for key in ("first_conv", "classifier"):
+        if cfg.get(key):
+            cfg[key] = f"anchors.{len(anchors) - 1}.{cfg[key]}"
+    return cfg
+
+
 # ------------------------------------------------------------------------------ registry, saving
 FORMAT = "flexbone-snnet/1"
 CONFIG_FILE = "config.json"
@@ -246,7 +308,6 @@ def build_snnet(anchors: Sequence[str] = ("resnet18", "resnet50"), anchor_checkp
     net.spec = dict(anchors=anchors, num_classes=num_classes, kernel=kernel, stride=stride, nearest=nearest,
                     stages=list(stages), ddp_sampling=ddp_sampling, distill_from_largest=distill_from_largest,
                     anchor_options=options, **anchor_kwargs)
-    net.default_cfg = dict(getattr(models[-1], "default_cfg", {}))  # preprocessing: the largest anchor's
     return net
 
 
