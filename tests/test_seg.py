@@ -425,3 +425,12 @@ def test_two_process_segmentation_run_sums_the_confusion_matrix(tmp_path, capsys
     assert single["images"] == 5
     assert logged["eval_miou"] == pytest.approx(single["miou"], abs=1e-9)
     assert logged["eval_pixel_acc"] == pytest.approx(single["pixel_acc"], abs=1e-9)
+
+
+def test_an_ffnet_trains_through_the_segmentation_recipe(tmp_path):
+    # the recipe's model options (drop rates 0) reach FFNet as they reach every model
+    result = _train_tiny(tmp_path, "ffnet", ["--model.name", "ffnet40S_BCC_mobile", "--schedule.epochs", "1",
+                                              "--train.max_steps_per_epoch", "1", "--train.ema_decay", "0"])
+    assert result.metric == "miou" and 0 <= result.final["miou"] <= 100
+    with pytest.raises(ConfigError, match="no stochastic depth"):
+        flexbone.create_model("ffnet40S_BCC_mobile", drop_path_rate=0.1)

@@ -438,14 +438,18 @@ class FFNet(Backbone):
         cfg: the architecture (``FFNetCfg.from_name('ffnet40S_BBB_mobile')``).
         num_classes: 19 (Cityscapes) for segmentation, 1000 for classification by default; 0 = no classifier.
         in_chans: input channels. drop_rate: dropout before the classifier (classification form only).
+        drop_path_rate: accepted as 0 only (the recipes pass it to every model): FFNet has no stochastic depth.
     """
 
-    def __init__(self, cfg: FFNetCfg, num_classes: int | None = None, in_chans: int = 3, drop_rate: float = 0.0):
+    def __init__(self, cfg: FFNetCfg, num_classes: int | None = None, in_chans: int = 3, drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0):
         super().__init__()
         segmentation = cfg.seg != "X"
         if drop_rate and segmentation:
             raise ConfigError("drop_rate applies to the classification FFNets only (the published segmentation "
                               "heads have no dropout)")
+        if drop_path_rate:
+            raise ConfigError("FFNet has no stochastic depth: drop_path_rate must be 0")
         if num_classes is None:
             num_classes = 19 if segmentation else 1000
         spec = BACKBONES[cfg.backbone]
