@@ -1,9 +1,9 @@
-"""NASNet-A large vs timm's ``nasnet.py`` (Cadene's port of the TF model).
+"""NASNet-A large and PNASNet-5 large vs timm's ``nasnet.py`` / ``pnasnet.py`` (Cadene's ports of the TF models).
 
-The parameter names, shapes and count and the feature levels are timm's (meta device); at 64 px (odd stage
-maps, so the TF 'SAME' padding pads asymmetrically) the model loads timm's state dict strictly and gives the
-same logits, pre-logits and feature maps (eval, fp32, <= 1e-5); pruning keeps timm's modules; preprocessing is
-timm's. The forward at 64 px is the slow part's small end: the model has 88.8 M parameters.
+For both: the parameter names, shapes and count and the feature levels are timm's (meta device); at 64 px (odd
+stage maps, so the TF 'SAME' padding pads asymmetrically) the model loads timm's state dict strictly and gives
+the same logits, pre-logits and feature maps (eval, fp32, <= 1e-5), also when stopped early at an inner level
+and after pruning; preprocessing is timm's. The forwards are marked slow: 86-89 M parameters even at 64 px.
 """
 import pytest
 import torch
@@ -19,22 +19,28 @@ timm = pytest.importorskip("timm")
 
 pytestmark = pytest.mark.parity
 
+# name -> (family, timm's parameter count)
+MODELS = {"nasnetalarge": ("nasnet", 88_753_150), "pnasnet5large": ("pnasnet", 86_057_668)}
 
-def test_state_dict_and_levels_are_timms():
-    assert flexbone.list_models(family="nasnet") == ["nasnetalarge"] and timm.is_model("nasnetalarge")
-    ours = build_on_meta("nasnetalarge")
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_state_dict_and_levels_are_timms(name):
+    family, count = MODELS[name]
+    assert flexbone.list_models(family=family) == [name] and timm.is_model(name)
+    ours = build_on_meta(name)
     with torch.device("meta"):
-        ref = timm.create_model("nasnetalarge")
+        ref = timm.create_model(name)
     assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
-    assert ours.num_params() == sum(p.numel() for p in ref.parameters()) == 88_753_150
+    assert ours.num_params() == sum(p.numel() for p in ref.parameters()) == count
     assert [dict(s) for s in ours.feature_info] == [dict(s) for s in ref.feature_info]
 
 
 @pytest.mark.slow
-def test_timm_outputs_feature_maps_and_pruning_match():
-    ref = timm.create_model("nasnetalarge", num_classes=10)
-    ours = assert_outputs_match(ref, "nasnetalarge", size=64, num_classes=10)
-    assert_features_match(ref, "nasnetalarge", size=64)
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_timm_outputs_feature_maps_and_pruning_match(name):
+    ref = timm.create_model(name, num_classes=10)
+    ours = assert_outputs_match(ref, name, size=64, num_classes=10)
+    assert_features_match(ref, name, size=64)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():  # stopped early at an inner level: the features end activated, as timm's
         (f1, m1), (f2, m2) = (m.forward_intermediates(x, [1, 2], stop_early=True) for m in (ours, ref))
@@ -45,9 +51,10 @@ def test_timm_outputs_feature_maps_and_pruning_match():
 
 
 def test_preprocessing_is_timms():
-    assert_preprocessing_matches(timm, ["nasnetalarge"])
+    assert_preprocessing_matches(timm, sorted(MODELS))
 
 
-def test_output_stride_other_than_32_is_refused():
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_output_stride_other_than_32_is_refused(name):
     with pytest.raises(ConfigError, match="output_stride"):
-        flexbone.create_model("nasnetalarge", output_stride=16)
+        flexbone.create_model(name, output_stride=16)

@@ -7,6 +7,9 @@ strided convs and pools use TF 'SAME' padding. Module names are timm's, so its c
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 import torch.nn as nn
 
@@ -89,25 +92,74 @@ class FactorizedReduction(nn.Module):
 
 
 # ------------------------------------------------------------------------------------- searched cells
-# A searched cell is a table of branches: per branch (left op, its input, right op, its input), the two results
-# summed; ``None`` is the identity. Inputs name the cell's adapted inputs or earlier branches ('c0', 'c1', ...).
-# The branch modules are the cell's attributes ``comb_iter_{i}_left`` / ``comb_iter_{i}_right`` (timm's names).
-Branch = tuple  # (str | None, str, str | None, str)
+@dataclass(frozen=True)
+class CellSpec:
+    """One searched cell of a network.
+
+    ``branches`` is the searched cell as a table: per branch ``(left op, its input, right op, its input)``, the
+    two results summed (``None``: the identity); inputs are ``'x'`` (the cell's input after its 1x1 unit),
+    ``'prev'`` (the cell before it, adapted) or an earlier branch (``'c0'``, ``'c1'``, ...); ``outputs`` are
+    concatenated. ``prev`` says how ``x_prev`` is adapted: 'conv' (a 1x1 unit), 'factorized' (a factorized
+    reduction, when it has twice the resolution) or 'none' (a stem cell's raw input). In a reduction cell the
+    ops on ``'x'`` / ``'prev'`` have stride 2. ``keeps_prev``: the next cell reads this cell's ``x_prev`` again.
+    """
+
+    name: str
+    branches: tuple
+    outputs: tuple[str, ...]
+    reduction: bool
+    prev: str
+    in_chs: int
+    prev_chs: int
+    width: int
+    keeps_prev: bool = False
+
+    @property
+    def out_chs(self) -> int:
+        return self.width * len(self.outputs)
 
 
-def add_branches(cell: nn.Module, branches: tuple[Branch, ...], make_op) -> None:
-    """Create each branch operation as ``make_op(op, input_name)`` under timm's attribute name."""
-    for i, (l_op, l_in, r_op, r_in) in enumerate(branches):
-        for side, op, src in (("left", l_op, l_in), ("right", r_op, r_in)):
-            if op is not None:
-                cell.add_module(f"comb_iter_{i}_{side}", make_op(op, src))
+class SearchedCell(nn.Module):
+    """A cell from its :class:`CellSpec`: ``(x, x_prev) -> (B, out_chs, H', W')``.
 
+    ``make_op(op, in_chs, out_chs, stride)`` builds a named operation of the family. The branch modules are the
+    attributes ``comb_iter_{i}_left`` / ``comb_iter_{i}_right`` (timm's names); ``flat_factorized`` keeps the
+    factorized reduction's modules in the cell itself (NASNet's names) instead of in ``conv_prev_1x1``.
+    """
 
-def run_branches(cell: nn.Module, branches: tuple[Branch, ...], outputs: tuple[str, ...],
-                 maps: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Evaluate the branches in order over ``maps`` (the adapted inputs) and concatenate ``outputs``."""
-    for i, (l_op, l_in, r_op, r_in) in enumerate(branches):
-        left = maps[l_in] if l_op is None else cell.get_submodule(f"comb_iter_{i}_left")(maps[l_in])
-        right = maps[r_in] if r_op is None else cell.get_submodule(f"comb_iter_{i}_right")(maps[r_in])
-        maps[f"c{i}"] = left + right
-    return torch.cat([maps[k] for k in outputs], 1)
+    def __init__(self, spec: CellSpec, make_op: Callable[[str, int, int, int], nn.Module],
+                 flat_factorized: bool = False):
+        super().__init__()
+        w = spec.width
+        self.prev, self.branches, self.outputs = spec.prev, spec.branches, spec.outputs
+        if spec.prev == "conv":
+            self.conv_prev_1x1 = ActConvBn(spec.prev_chs, w)
+        elif spec.prev == "factorized" and not flat_factorized:
+            self.conv_prev_1x1 = FactorizedReduction(spec.prev_chs, w)
+        self.conv_1x1 = ActConvBn(spec.in_chs, w)
+        if spec.prev == "factorized" and flat_factorized:
+            reduce = FactorizedReduction(spec.prev_chs, w)
+            self.act, self.path_1, self.path_2, self.final_path_bn = (reduce.act, reduce.path_1, reduce.path_2,
+                                                                       reduce.final_path_bn)
+        prev_chs = spec.prev_chs if spec.prev == "none" else w
+        for i, (l_op, l_in, r_op, r_in) in enumerate(spec.branches):
+            for side, op, src in (("left", l_op, l_in), ("right", r_op, r_in)):
+                if op is not None:
+                    stride = 2 if spec.reduction and src in ("x", "prev") else 1
+                    self.add_module(f"comb_iter_{i}_{side}", make_op(op, prev_chs if src == "prev" else w, w, stride))
+
+    def _adapt_prev(self, x_prev: torch.Tensor) -> torch.Tensor:
+        if self.prev == "none":
+            return x_prev
+        if hasattr(self, "conv_prev_1x1"):
+            return self.conv_prev_1x1(x_prev)
+        r = self.act(x_prev)  # a factorized reduction kept in the cell itself
+        return self.final_path_bn(torch.cat([self.path_1(r), self.path_2(r)], 1))
+
+    def forward(self, x: torch.Tensor, x_prev: torch.Tensor) -> torch.Tensor:
+        maps = {"x": self.conv_1x1(x), "prev": self._adapt_prev(x_prev)}
+        for i, (l_op, l_in, r_op, r_in) in enumerate(self.branches):
+            left = maps[l_in] if l_op is None else self.get_submodule(f"comb_iter_{i}_left")(maps[l_in])
+            right = maps[r_in] if r_op is None else self.get_submodule(f"comb_iter_{i}_right")(maps[r_in])
+            maps[f"c{i}"] = left + right
+        return torch.cat([maps[k] for k in self.outputs], 1)

@@ -15,7 +15,6 @@ timm's: the stem conv (stride 2), then the ReLU-activated outputs of ``cell_stem
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 from typing import Sequence
 
@@ -26,22 +25,19 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..layers.conv_norm_act import ConvNormAct
 from ..layers.classifier import create_classifier
-from ..layers.nas_ops import (TF_BN_EPS, ActConvBn, BranchSeparables, FactorizedReduction, add_branches,
-                              run_branches)
+from ..layers.nas_ops import TF_BN_EPS, BranchSeparables, CellSpec, SearchedCell
 from ..layers.norm import BatchNorm2d
 from ..layers.padding import pool2d_same
 from ._base import Backbone, default_cfg
 from ._features import FeatureInfo, FeatureStage, feature_take_indices
 from ._registry import register_model
 
-# The searched cells: per branch (left op, its input, right op, its input), summed; None is the identity.
-# Inputs: 'a' the cell input ``x`` after its 1x1 unit, 'b' the previous cell's output ``x_prev`` adapted,
-# 'c0' / 'c1' earlier branches. In reduction cells the ops on 'a' / 'b' have stride 2.
-NORMAL_CELL = (("sep5", "a", "sep3", "b"), ("sep5", "b", "sep3", "b"), ("avg", "a", None, "b"),
-               ("avg", "b", "avg", "b"), ("sep3", "a", None, "a"))
-NORMAL_OUTPUT = ("b", "c0", "c1", "c2", "c3", "c4")
-REDUCTION_CELL = (("sep5", "a", "sep7", "b"), ("max", "a", "sep7", "b"), ("avg", "a", "sep5", "b"),
-                  (None, "c1", "avg", "c0"), ("sep3", "c0", "max", "a"))
+# The searched cells (see layers/nas_ops.CellSpec for the table's form)
+NORMAL_CELL = (("sep5", "x", "sep3", "prev"), ("sep5", "prev", "sep3", "prev"), ("avg", "x", None, "prev"),
+               ("avg", "prev", "avg", "prev"), ("sep3", "x", None, "x"))
+NORMAL_OUTPUT = ("prev", "c0", "c1", "c2", "c3", "c4")
+REDUCTION_CELL = (("sep5", "x", "sep7", "prev"), ("max", "x", "sep7", "prev"), ("avg", "x", "sep5", "prev"),
+                  (None, "c1", "avg", "c0"), ("sep3", "c0", "max", "x"))
 REDUCTION_OUTPUT = ("c1", "c2", "c3", "c4")
 
 
@@ -53,73 +49,26 @@ def _operation(op: str, in_chs: int, out_chs: int, stride: int) -> nn.Module:
     return pool2d_same("avg", 3, stride, count_include_pad=False)
 
 
-@dataclass(frozen=True)
-class CellSpec:
-    """One cell: its name, ``reduction`` or not, how ``x_prev`` is adapted ('conv': a 1x1 unit, 'factorized': a
-    factorized reduction, 'none': the stem cell uses ``x`` itself), input widths and its width."""
-
-    name: str
-    reduction: bool
-    prev: str
-    in_chs: int
-    prev_chs: int
-    width: int
-
-    @property
-    def out_chs(self) -> int:
-        return self.width * len(REDUCTION_OUTPUT if self.reduction else NORMAL_OUTPUT)
-
-    @property
-    def keeps_prev(self) -> bool:
-        """The next cell reads the map before this one as ``x_prev`` (reduction cells between stages)."""
-        return self.reduction and self.prev == "conv"
-
-
-class NasNetCell(nn.Module):
-    """A NASNet-A normal or reduction cell: ``(x, x_prev) -> (B, out_chs, H', W')``."""
-
-    def __init__(self, spec: CellSpec):
-        super().__init__()
-        w = spec.width
-        self.prev = spec.prev
-        if spec.prev == "conv":
-            self.conv_prev_1x1 = ActConvBn(spec.prev_chs, w)
-        self.conv_1x1 = ActConvBn(spec.in_chs, w)
-        if spec.prev == "factorized":  # timm keeps these in the cell itself, not in a submodule
-            reduce = FactorizedReduction(spec.prev_chs, w)
-            self.act, self.path_1, self.path_2, self.final_path_bn = (reduce.act, reduce.path_1, reduce.path_2,
-                                                                       reduce.final_path_bn)
-        b_chs = spec.prev_chs if spec.prev == "none" else w
-        self.branches = REDUCTION_CELL if spec.reduction else NORMAL_CELL
-        self.outputs = REDUCTION_OUTPUT if spec.reduction else NORMAL_OUTPUT
-        add_branches(self, self.branches, lambda op, src: _operation(
-            op, b_chs if src == "b" else w, w, 2 if spec.reduction and src in ("a", "b") else 1))
-
-    def forward(self, x: torch.Tensor, x_prev: torch.Tensor) -> torch.Tensor:
-        maps = {"a": self.conv_1x1(x)}
-        if self.prev == "conv":
-            maps["b"] = self.conv_prev_1x1(x_prev)
-        elif self.prev == "factorized":
-            r = self.act(x_prev)
-            maps["b"] = self.final_path_bn(torch.cat([self.path_1(r), self.path_2(r)], 1))
-        else:
-            maps["b"] = x_prev
-        return run_branches(self, self.branches, self.outputs, maps)
+def _cell(name: str, reduction: bool, prev: str, in_chs: int, prev_chs: int, width: int) -> CellSpec:
+    # a reduction cell between stages passes its own x_prev on (the stem cells do not)
+    return CellSpec(name, REDUCTION_CELL if reduction else NORMAL_CELL,
+                    REDUCTION_OUTPUT if reduction else NORMAL_OUTPUT, reduction, prev, in_chs, prev_chs, width,
+                    keeps_prev=reduction and prev == "conv")
 
 
 def nasnet_cells(stem: int = 96, width: int = 168, cells_per_stage: int = 6) -> tuple[CellSpec, ...]:
     """NASNet-A's cell sequence: two stem reduction cells (widths ``width/4``, ``width/2``), then three stages of
     ``cells_per_stage`` normal cells at ``width * 2**s``, a reduction cell before stages 1 and 2."""
-    cells = [CellSpec("cell_stem_0", True, "none", stem, stem, width // 4)]
-    cells.append(CellSpec("cell_stem_1", True, "factorized", cells[0].out_chs, stem, width // 2))
+    cells = [_cell("cell_stem_0", True, "none", stem, stem, width // 4)]
+    cells.append(_cell("cell_stem_1", True, "factorized", cells[0].out_chs, stem, width // 2))
     x_chs, prev_chs, n = cells[1].out_chs, cells[0].out_chs, 0
     for s in range(3):
         w = width * 2 ** s
         if s > 0:  # its output's successor reads the map before the reduction as x_prev (prev_chs unchanged)
-            cells.append(CellSpec(f"reduction_cell_{s - 1}", True, "conv", x_chs, prev_chs, w))
+            cells.append(_cell(f"reduction_cell_{s - 1}", True, "conv", x_chs, prev_chs, w))
             x_chs = cells[-1].out_chs
         for i in range(cells_per_stage):  # the first reads x_prev at twice its resolution: factorized reduction
-            cells.append(CellSpec(f"cell_{n}", False, "factorized" if i == 0 else "conv", x_chs, prev_chs, w))
+            cells.append(_cell(f"cell_{n}", False, "factorized" if i == 0 else "conv", x_chs, prev_chs, w))
             x_chs, prev_chs, n = cells[-1].out_chs, x_chs, n + 1
     return tuple(cells)
 
@@ -228,7 +177,7 @@ class NASNetALarge(CellNetwork):
                                  norm_layer=partial(BatchNorm2d, eps=TF_BN_EPS), apply_act=False)
         self.cells = nasnet_cells(stem_size, num_features // 24)
         for spec in self.cells:
-            self.add_module(spec.name, NasNetCell(spec))
+            self.add_module(spec.name, SearchedCell(spec, _operation, flat_factorized=True))  # timm's names
         width = num_features // 24
         self.feature_info = FeatureInfo([
             FeatureStage(stem_size, 2, "conv0"), FeatureStage(width, 4, "cell_stem_1.conv_1x1.act"),

@@ -14,16 +14,13 @@ the ReLU-activated outputs of ``cell_stem_0``, ``cell_3``, ``cell_7``, and the f
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 from functools import partial
 
-import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
 from ..layers.conv_norm_act import ConvNormAct
-from ..layers.nas_ops import (TF_BN_EPS, ActConvBn, BranchSeparables, FactorizedReduction, add_branches,
-                              run_branches)
+from ..layers.nas_ops import TF_BN_EPS, ActConvBn, BranchSeparables, CellSpec, SearchedCell
 from ..layers.norm import BatchNorm2d
 from ..layers.padding import pool2d_same
 from ._base import default_cfg
@@ -31,31 +28,12 @@ from ._features import FeatureInfo, FeatureStage
 from ._registry import register_model
 from .nasnet import CellNetwork
 
-# The PNASNet-5 cell (see layers/nas_ops.py for the table's form). 'L': the older input ``x_prev`` adapted,
-# 'R': the newer input ``x`` after its 1x1 unit. In a reduction cell the ops on 'L' / 'R' have stride 2, and
-# the last branch's identity becomes a strided 1x1 unit ('conv1').
-PNAS_CELL = (("sep5", "L", "max", "L"), ("sep7", "R", "max", "R"), ("sep5", "R", "sep3", "R"),
-             ("sep3", "c2", "max", "R"), ("sep3", "L", None, "R"))
-PNAS_REDUCTION_CELL = PNAS_CELL[:4] + (("sep3", "L", "conv1", "R"),)
+# The PNASNet-5 cell (see layers/nas_ops.CellSpec for the table's form); in a reduction cell the last branch's
+# identity becomes a strided 1x1 unit ('conv1').
+PNAS_CELL = (("sep5", "prev", "max", "prev"), ("sep7", "x", "max", "x"), ("sep5", "x", "sep3", "x"),
+             ("sep3", "c2", "max", "x"), ("sep3", "prev", None, "x"))
+PNAS_REDUCTION_CELL = PNAS_CELL[:4] + (("sep3", "prev", "conv1", "x"),)
 PNAS_OUTPUT = ("c0", "c1", "c2", "c3", "c4")
-
-
-@dataclass(frozen=True)
-class PnasCellSpec:
-    """One cell: name, reduction or not, how ``x_prev`` is adapted ('conv': a 1x1 unit, 'factorized': a
-    factorized reduction, 'none': the stem cell's own input), input widths and width."""
-
-    name: str
-    reduction: bool
-    prev: str
-    in_chs: int
-    prev_chs: int
-    width: int
-    keeps_prev: bool = False  # every PNASNet cell passes its input on as the next cell's x_prev
-
-    @property
-    def out_chs(self) -> int:
-        return self.width * len(PNAS_OUTPUT)
 
 
 def _operation(op: str, in_chs: int, out_chs: int, stride: int) -> nn.Module:
@@ -71,40 +49,23 @@ def _operation(op: str, in_chs: int, out_chs: int, stride: int) -> nn.Module:
                                       ("bn", BatchNorm2d(out_chs, eps=TF_BN_EPS))]))
 
 
-class PnasCell(nn.Module):
-    """A PNASNet-5 cell: ``(x, x_prev) -> (B, 5 * width, H', W')``."""
-
-    def __init__(self, spec: PnasCellSpec):
-        super().__init__()
-        w = spec.width
-        self.prev = spec.prev
-        if spec.prev == "conv":
-            self.conv_prev_1x1 = ActConvBn(spec.prev_chs, w)
-        elif spec.prev == "factorized":
-            self.conv_prev_1x1 = FactorizedReduction(spec.prev_chs, w)
-        self.conv_1x1 = ActConvBn(spec.in_chs, w)
-        self.branches = PNAS_REDUCTION_CELL if spec.reduction else PNAS_CELL
-        l_chs = spec.prev_chs if spec.prev == "none" else w
-        add_branches(self, self.branches, lambda op, src: _operation(
-            op, l_chs if src == "L" else w, w, 2 if spec.reduction and src in ("L", "R") else 1))
-
-    def forward(self, x: torch.Tensor, x_prev: torch.Tensor) -> torch.Tensor:
-        left = x_prev if self.prev == "none" else self.conv_prev_1x1(x_prev)
-        return run_branches(self, self.branches, PNAS_OUTPUT, {"L": left, "R": self.conv_1x1(x)})
+def _cell(name: str, reduction: bool, prev: str, in_chs: int, prev_chs: int, width: int) -> CellSpec:
+    return CellSpec(name, PNAS_REDUCTION_CELL if reduction else PNAS_CELL, PNAS_OUTPUT, reduction, prev, in_chs,
+                    prev_chs, width)
 
 
-def pnasnet_cells(stem: int = 96, width: int = 216, cells_per_stage: int = 4) -> tuple[PnasCellSpec, ...]:
+def pnasnet_cells(stem: int = 96, width: int = 216, cells_per_stage: int = 4) -> tuple[CellSpec, ...]:
     """PNASNet-5's cell sequence: two stem cells (widths ``width/4``, ``width/2``, both reducing), then three stages
     of ``cells_per_stage`` cells at ``width * 2**s``, the first of stages 1 and 2 reducing. A cell right after a
     reducing one reads ``x_prev`` at twice its resolution (factorized reduction)."""
-    cells = [PnasCellSpec("cell_stem_0", True, "none", stem, stem, width // 4)]
-    cells.append(PnasCellSpec("cell_stem_1", True, "factorized", cells[0].out_chs, stem, width // 2))
+    cells = [_cell("cell_stem_0", True, "none", stem, stem, width // 4)]
+    cells.append(_cell("cell_stem_1", True, "factorized", cells[0].out_chs, stem, width // 2))
     x_chs, prev_chs, n = cells[1].out_chs, cells[0].out_chs, 0
     for s in range(3):
         for i in range(cells_per_stage):
             reduction = s > 0 and i == 0
             prev = "factorized" if cells[-1].reduction else "conv"
-            cells.append(PnasCellSpec(f"cell_{n}", reduction, prev, x_chs, prev_chs, width * 2 ** s))
+            cells.append(_cell(f"cell_{n}", reduction, prev, x_chs, prev_chs, width * 2 ** s))
             x_chs, prev_chs, n = cells[-1].out_chs, x_chs, n + 1
     return tuple(cells)
 
@@ -129,7 +90,7 @@ class PNASNet5Large(CellNetwork):
                                   norm_layer=partial(BatchNorm2d, eps=TF_BN_EPS), apply_act=False)
         self.cells = pnasnet_cells(stem_size, width)
         for spec in self.cells:
-            self.add_module(spec.name, PnasCell(spec))
+            self.add_module(spec.name, SearchedCell(spec, _operation))
         chs = {spec.name: spec.out_chs for spec in self.cells}
         self.feature_info = FeatureInfo([
             FeatureStage(stem_size, 2, "conv_0"), FeatureStage(chs["cell_stem_0"], 4, "cell_stem_1.conv_1x1.act"),
