@@ -12,7 +12,9 @@ when reading it):
     rng          torch / CUDA / numpy / python generator states, as tensors and lists (see :func:`get_rng_state`)
     epoch        epochs completed; the resumed run starts with this epoch index
     step         optimiser steps completed
-    best_top1    best evaluation top-1 so far (and best_epoch)
+    best_score   best value so far of the metric checkpoint-best is chosen on, named by best_metric (the
+                 strategy's first metric: 'top1', segmentation 'miou'), and best_epoch; best_top1 = best_score
+                 for top-1 runs (None otherwise; older checkpoints have only best_top1)
     metadata     model name, number of classes, class names, input size, normalisation, recipe
 
 Files are written with :func:`flexbone.checkpoint.atomic_write`: a crash while saving leaves the

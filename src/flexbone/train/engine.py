@@ -3,7 +3,8 @@
     run(recipe)                 builds data, model, optimiser, schedule, loss, EMA from a Recipe; then
       for each epoch:
         train_one_epoch(...)    one pass over the training data (AMP, clipping, EMA, NaN guard)
-        evaluate(...)           top-1 / top-5 / cross-entropy on the evaluation data
+        evaluate(...)           top-1 / top-5 / cross-entropy on the evaluation data (or the strategy's own
+                                metrics: segmentation reports mIoU; the first metric chooses checkpoint-best)
         save checkpoints        atomically: checkpoint-last.pt, checkpoint-best.pt
       write model.safetensors, metrics.csv / .jsonl, curves.png; print where everything is
 
