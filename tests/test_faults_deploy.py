@@ -332,6 +332,39 @@ def test_interrupted_search_keeps_its_rows_and_resumes(capsys, tmp_path, monkeyp
     assert not partial.exists()
 
 
+@pytest.mark.slow
+def test_subnets_interrupted_twice_keeps_the_rows_of_both_runs(capsys, tmp_path, monkeypatch, files):
+    """A resumed `flexbone subnets` that is interrupted again keeps the rows of the first run too (it rewrote the
+    partial file with its own new rows only)."""
+    from flexbone.cli.subnets import partial_path
+    from flexbone.train import engine
+
+    real = engine.evaluate
+
+    def interrupt_at(n: int) -> None:
+        calls = []
+
+        def evaluate(*a, **k):
+            calls.append(1)
+            if len(calls) == n:
+                raise KeyboardInterrupt
+            return real(*a, **k)
+
+        monkeypatch.setattr(engine, "evaluate", evaluate)
+
+    out = tmp_path / "s.csv"
+    argv = ["subnets", "--checkpoint", str(files["supernet"]), "--supernet", SUPERNET, "--data", "digits",
+            "--img-size", "12", "--out", str(out), "--n", "4", "--bn-batches", "1", "--batch-size", "256",
+            "--workers", "0", "--threads", "1", "--no-progress"]
+    interrupt_at(3)  # two rows done
+    assert main(argv) == 130
+    interrupt_at(2)  # resumed: one more row done, then Ctrl-C
+    assert main(argv + ["--resume"]) == 130
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith(f"flexbone: kept 3 evaluated sub-network(s) in {partial_path(out)}")
+    assert len(list(csv.DictReader(partial_path(out).open()))) == 3
+
+
 def test_search_interrupted_before_any_row_says_nothing_was_kept(capsys, tmp_path, monkeypatch, files):
     from flexbone.train import engine
 
