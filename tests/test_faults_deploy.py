@@ -592,6 +592,28 @@ def test_stitch_bad_input_fails_in_one_line_and_keeps_the_output(capsys, tmp_pat
            fragment, keep=tmp_path)
 
 
+# ------------------------------------------------------------------------- segmentation (validate, predict)
+@pytest.mark.parametrize("argv, fragment", [
+    (["validate", "--model", "seg_nonexistent", "--checkpoint", "{garbage}", "--data", "seg_digits"],
+     "unknown model 'seg_nonexistent': expected seg_<head>_<backbone>"),
+    (["validate", "--model", "seg_fpn_resnet8s_tiny", "--checkpoint", "{garbage}", "--data", "seg_digits"],
+     "garbage.pt"),
+    (["validate", "--model", "seg_fpn_resnet8s_tiny", "--checkpoint", "{resnet}", "--data", "seg_digits"],
+     "does not fit seg_fpn_resnet8s_tiny"),
+    (["validate", "--model", "seg_fpn_resnet8s_tiny", "--checkpoint", "{tmp}/none.pt", "--data", "seg_digits"],
+     "checkpoint not found"),
+    (["predict", "--model", "seg_fpn_resnet8s_tiny", "--checkpoint", "{resnet}", "--out", "{tmp}/blocker/masks",
+      "{not_json}"], "is not a folder"),
+    (["predict", "--model", "seg_fpn_resnet8s_tiny", "--checkpoint", "{cut}", "--out", "{tmp}/masks", "{not_json}"],
+     "not a readable safetensors"),
+])
+def test_segmentation_bad_input_fails_in_one_line(capsys, tmp_path, files, argv, fragment):
+    (tmp_path / "blocker").write_text("a file where a folder would have to be\n")
+    names = {**{k: str(v) for k, v in files.items()}, "tmp": str(tmp_path)}
+    _fails(capsys, [a.format(**names) if "{" in a else a for a in argv], fragment, keep=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]
+
+
 # ------------------------------------------------------------------------------------ latency-table
 def test_latency_table_checks_its_output_first(capsys, blocker):  # noqa: F811
     _fails(capsys, ["latency-table", "--supernet", SUPERNET, "--out", str(blocker / "lut.json")],
