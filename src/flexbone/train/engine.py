@@ -607,7 +607,7 @@ def _run(recipe: Any, dist_info: DistInfo, *, recipe_name: str, run_dir: str | P
             if ema is not None:
                 save_model_weights(ema.module.state_dict(), run_dir / EMA_WEIGHTS, final_meta)
             plot_metrics(run_dir, logger.epochs, logger.steps, title=f"{recipe.model.name} ({recipe_name})",
-                             metrics=metrics)
+                         metrics=metrics)
         result = RunResult(
             run_dir=run_dir, epochs=epochs, top1=last_eval.get("top1") if last_eval else None,
             top5=last_eval.get("top5") if last_eval else None,
