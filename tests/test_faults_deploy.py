@@ -283,8 +283,6 @@ def test_search_bad_input_fails_in_one_line_and_keeps_the_output(capsys, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staged folder, no partial rows
 
 
-@pytest.mark.xfail(strict=True, reason="LatencyTable.load (flexbone/search/latency.py) lets a ValueError out for "
-                                       "a table whose entries are not mappings (reported to the lead)")
 def test_search_latency_table_with_malformed_entries(capsys, tmp_path, files, latency_tables):
     out = _user_folder(tmp_path, "search.csv")
     _fails(capsys, _search(files, out, "--budget", "latency=1s", "--latency-table", str(latency_tables["bad_entries"])),

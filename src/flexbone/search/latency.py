@@ -275,9 +275,13 @@ class LatencyTable:
     # ----------------------------------------------------------------------------------- predicting
     def check_space(self, space: SearchSpace) -> None:
         """Raise ConfigError unless this table was built for ``space``."""
-        if space.to_dict() != self.space.to_dict():
-            raise ConfigError(f"this latency table was built for {self.space.name}'s space, not for {space.name}'s "
-                              f"(build one for it with `flexbone latency-table --supernet {space.name}`)")
+        mine, theirs = self.space.to_dict(), space.to_dict()
+        if mine != theirs:
+            differ = ", ".join(k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k))
+            which = f"{self.space.name}'s space, not for {space.name}'s" if self.space.name != space.name else \
+                f"another space of {space.name} than this one"
+            raise ConfigError(f"this latency table was built for {which} (they differ in: {differ}); build one for it "
+                              f"with `flexbone latency-table --supernet {space.name}`")
 
     def bind(self, supernet: nn.Module) -> "LatencyTable":
         """Use ``supernet`` to split configurations into parts (checked against the table's space)."""
@@ -347,8 +351,9 @@ class LatencyTable:
                               f"`flexbone latency-table`")
         try:
             table = cls(SearchSpace.from_dict(d["space"]), d["resolutions"], d["entries"], d["info"], d["supernet"])
-        except (KeyError, TypeError) as e:
-            raise ConfigError(f"latency table {path} is incomplete or damaged ({e})") from None
+            table._lookup()  # every entry a {"CxHxW": ms} mapping, read now rather than mid-search
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ConfigError(f"latency table {path} is incomplete or damaged ({type(e).__name__}: {e})") from None
         if supernet is not None:
             table.bind(supernet)
         return table
