@@ -51,7 +51,7 @@ SUITES = {
                         "mobilenetv2_100", "mobilenetv3_large_100",
                         # issue 21: one model per family added there
                         "densenet121", "res2net50_26w_4s", "cspresnet50", "inception_v4", "fbnetv3_b",
-                        "rdnet_tiny"], dict(mode="infer"), 0.97),
+                        "rdnet_tiny", "maxvit_tiny_tf_224", "nasnetalarge", "pnasnet5large"], dict(mode="infer"), 0.97),
     ], [
         # PVT v1 has no timm twin: its throughput and MACs beside PVT v2 models of similar size
         ("infer NCHW, PVT v1 beside PVT v2", ["pvt_tiny", "pvt_v2_b1", "pvt_small", "pvt_v2_b2"], dict(mode="infer")),
