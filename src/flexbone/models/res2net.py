@@ -22,10 +22,10 @@ import torch
 import torch.nn as nn
 
 from ._registry import register_model
-from .resnet import ResNet
+from .resnet import BottleneckBase, ResNet
 
 
-class Bottle2neck(nn.Module):
+class Bottle2neck(BottleneckBase):
     """``1x1 (width * scale) -> scale-wise hierarchical 3x3 convs -> 1x1 (4 * planes)`` + shortcut.
 
     Called by the ResNet trunk with the same arguments as its ``Bottleneck`` (plus ``scale``).
@@ -68,15 +68,8 @@ class Bottle2neck(nn.Module):
         # the pass-through group must stride with the others; padding counted in the mean, as the
         # reference code (and its trained weights) do
         self.pool = nn.AvgPool2d(3, stride=stride, padding=1) if self.is_first else None
-        self.conv3 = nn.Conv2d(width * scale, outplanes, 1, bias=False)
-        self.bn3 = norm_layer(outplanes)
-        self.se = attn_layer(outplanes) if attn_layer is not None else None
         self.relu = act_layer(inplace=True)
-        self.downsample = downsample
-        self.drop_path = drop_path
-
-    def zero_init_last(self) -> None:
-        nn.init.zeros_(self.bn3.weight)
+        self._init_tail(width * scale, outplanes, act_layer, norm_layer, attn_layer, downsample, drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
@@ -90,15 +83,8 @@ class Bottle2neck(nn.Module):
             outputs.append(sp)
         if self.scale > 1:
             outputs.append(self.pool(groups[-1]) if self.pool is not None else groups[-1])
-        out = self.drop_block(torch.cat(outputs, 1))
-        out = self.bn3(self.conv3(out))  # (B, 4 * planes, H/s, W/s)
-        if self.se is not None:
-            out = self.se(out)
-        if self.drop_path is not None:
-            out = self.drop_path(out)
-        if self.downsample is not None:
-            shortcut = self.downsample(x)
-        return self.relu(out + shortcut)
+        out = self.drop_block(torch.cat(outputs, 1))  # (B, width * scale, H/s, W/s)
+        return self._expand_and_add(out, shortcut)  # the ResNet bottleneck's 1x1 expansion and residual sum
 
 
 # ---------------------------------------------------------------------------------------- variants

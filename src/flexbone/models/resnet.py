@@ -87,7 +87,36 @@ class BasicBlock(nn.Module):
         return self.act2(x)
 
 
-class Bottleneck(nn.Module):
+class BottleneckBase(nn.Module):
+    """The end every bottleneck shares: a 1x1 expansion (``conv3``, ``bn3``), optional SE, stochastic depth, the
+    (projected) shortcut added, the activation. Subclasses build their middle and call :meth:`_init_tail`."""
+
+    def _init_tail(self, width: int, outplanes: int, act_layer: Callable, norm_layer: Callable,
+                   attn_layer: Callable | None, downsample: nn.Module | None, drop_path: nn.Module | None) -> None:
+        self.conv3 = nn.Conv2d(width, outplanes, 1, bias=False)
+        self.bn3 = norm_layer(outplanes)
+        self.se = attn_layer(outplanes) if attn_layer is not None else None
+        self.act3 = act_layer(inplace=True)
+        self.downsample = downsample
+        self.drop_path = drop_path
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.bn3.weight)
+
+    def _expand_and_add(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        """``act(se(bn3(conv3(x))) [dropped] + shortcut [projected])``."""
+        x = self.bn3(self.conv3(x))
+        if self.se is not None:
+            x = self.se(x)
+        if self.drop_path is not None:
+            x = self.drop_path(x)
+        if self.downsample is not None:
+            shortcut = self.downsample(shortcut)
+        x += shortcut
+        return self.act3(x)
+
+
+class Bottleneck(BottleneckBase):
     """1x1 reduce -> 3x3 (grouped for ResNeXt) -> 1x1 expand by 4 (ResNet-50 and deeper)."""
 
     expansion = 4
@@ -115,29 +144,13 @@ class Bottleneck(nn.Module):
         self.drop_block = drop_block() if drop_block is not None else nn.Identity()
         self.act2 = act_layer(inplace=True)
         self.aa = _anti_alias(aa_layer, width, stride, use_aa)
-        self.conv3 = nn.Conv2d(width, outplanes, 1, bias=False)
-        self.bn3 = norm_layer(outplanes)
-        self.se = attn_layer(outplanes) if attn_layer is not None else None
-        self.act3 = act_layer(inplace=True)
-        self.downsample = downsample
-        self.drop_path = drop_path
-
-    def zero_init_last(self) -> None:
-        nn.init.zeros_(self.bn3.weight)
+        self._init_tail(width, outplanes, act_layer, norm_layer, attn_layer, downsample, drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         x = self.act1(self.bn1(self.conv1(x)))
         x = self.act2(self.drop_block(self.bn2(self.conv2(x))))
-        x = self.bn3(self.conv3(self.aa(x)))
-        if self.se is not None:
-            x = self.se(x)
-        if self.drop_path is not None:
-            x = self.drop_path(x)
-        if self.downsample is not None:
-            shortcut = self.downsample(shortcut)
-        x += shortcut
-        return self.act3(x)
+        return self._expand_and_add(self.aa(x), shortcut)
 
 
 def downsample_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, dilation: int = 1,
