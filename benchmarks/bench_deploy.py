@@ -35,7 +35,7 @@ MobileNetV3: onnxruntime's other settings (per-tensor weights, QOperator format,
 pre-processing without its graph optimisation, which keeps HardSwish whole) timed side by side with the fp32
 and default int8 models, with each model's op counts after onnxruntime's graph optimisation.
 
-    .venv/bin/python benchmarks/bench_deploy.py                   # about ten minutes on 2 busy cores
+    .venv/bin/python benchmarks/bench_deploy.py                   # 10-30 minutes on 2 shared cores
     .venv/bin/python benchmarks/bench_deploy.py --models mobilenetv3_large_100 --batch-sizes 1 --repeats 3 \\
         --out-dir /tmp/bench_check
 
