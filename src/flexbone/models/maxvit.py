@@ -21,10 +21,9 @@ tanh-approximated GELU, heads interleaved in the qkv projection. Parameter names
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.fx
@@ -250,7 +249,8 @@ class MaxVitStage(nn.Module):
 
 
 class Stem(nn.Module):
-    """``3x3/2 conv -> BN-GELU -> 3x3 conv`` (both with bias and TF 'SAME' padding): ``(B, 3, H, W) -> (B, C, H/2, W/2)``."""
+    """``3x3/2 conv -> BN-GELU -> 3x3 conv``, with bias, TF 'SAME' padding: ``(B, 3, H, W) -> (B, C, H/2, W/2)``.
+    """
 
     def __init__(self, in_chs: int, out_chs: int, cfg: MaxVitConfig):
         super().__init__()

@@ -94,7 +94,8 @@ class PNASNet5Large(CellNetwork):
         chs = {spec.name: spec.out_chs for spec in self.cells}
         self.feature_info = FeatureInfo([
             FeatureStage(stem_size, 2, "conv_0"), FeatureStage(chs["cell_stem_0"], 4, "cell_stem_1.conv_1x1.act"),
-            FeatureStage(chs["cell_3"], 8, "cell_4.conv_1x1.act"), FeatureStage(chs["cell_7"], 16, "cell_8.conv_1x1.act"),
+            FeatureStage(chs["cell_3"], 8, "cell_4.conv_1x1.act"),
+            FeatureStage(chs["cell_7"], 16, "cell_8.conv_1x1.act"),
             FeatureStage(chs["cell_11"], 32, "act")])
         # inner levels are the ReLU'd cell outputs (timm hooks the next cell's input ReLU)
         self._level_cells = ("conv_0", "cell_stem_0", "cell_3", "cell_7", "cell_11")
