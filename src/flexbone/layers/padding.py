@@ -16,7 +16,9 @@ import torch.nn.functional as F
 
 def _same_pad(size: int, kernel: int, stride: int, dilation: int) -> int:
     """Total padding so that a layer over ``size`` positions gives ``ceil(size / stride)`` of them."""
-    return max((-(-size // stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    # ceil(size / stride) with non-negative operands only: the ONNX (TorchScript-traced) export records this
+    # arithmetic, and ONNX's integer division truncates, so -(-size // stride) would become a floor there
+    return max(((size + stride - 1) // stride - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
 
 
 def pad_same(x: torch.Tensor, kernel: list[int], stride: list[int], dilation: list[int], value: float = 0.0
