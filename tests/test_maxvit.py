@@ -78,3 +78,14 @@ def test_bad_input_size_and_options_are_clear_errors():
         flexbone.create_model("maxvit_tiny_tf_224", output_stride=16)
     with pytest.raises(ConfigError, match="img_size"):
         flexbone.create_model("maxvit_tiny_tf_224", img_size=16)
+
+
+@pytest.mark.slow
+def test_onnx_export_matches_onnxruntime(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from flexbone.export.onnx import export_onnx
+
+    model = randomize_(flexbone.create_model("maxvit_tiny_tf_224", img_size=64), keep_random_init=True).eval()
+    result = export_onnx(model, tmp_path / "m.onnx", {"random": torch.randn(2, 3, 64, 64)}, what="maxvit",
+                         dynamic_batch=True)  # checked in onnxruntime against the eager model, else ExportError
+    assert result["max_abs_diff"]["random"] < 1e-4 and (tmp_path / "m.onnx").exists()

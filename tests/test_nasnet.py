@@ -58,3 +58,15 @@ def test_preprocessing_is_timms():
 def test_output_stride_other_than_32_is_refused(name):
     with pytest.raises(ConfigError, match="output_stride"):
         flexbone.create_model(name, output_stride=16)
+
+
+@pytest.mark.slow
+def test_onnx_export_matches_onnxruntime(tmp_path):
+    """TF 'SAME' padding on odd maps survives the export (it did not before layers/padding.py's fix)."""
+    pytest.importorskip("onnxruntime")
+    from flexbone.export.onnx import export_onnx
+
+    model = flexbone.create_model("pnasnet5large").eval()
+    result = export_onnx(model, tmp_path / "m.onnx", {"random": torch.randn(1, 3, 64, 64)}, what="pnasnet",
+                         dynamic_batch=True)  # checked in onnxruntime against the eager model, else ExportError
+    assert result["max_abs_diff"]["random"] < 1e-4 and (tmp_path / "m.onnx").exists()
