@@ -1,10 +1,12 @@
 """timm's model contract on every registered model (issue 18), checked against timm itself.
 
 Registry-wide by construction: the cheap checks (attributes, cfg keys and values, feature_info, the
-four-level pyramid) run for every name on the meta device; the checks that run real tensors (values of
-``forward_intermediates`` against timm's model with the same weights, torch.fx, torchvision's
-``create_feature_extractor``, TorchScript, gradients) run on the smallest model of each family and model
-class, chosen from the registry, so a new family is covered as soon as it registers.
+four-level pyramid, ``features_only`` shapes) run for every name or model class on the meta device; the values
+of ``forward_intermediates`` against timm's model with the same weights run on the smallest model of each
+model class; the costlier tools (``prune_intermediate_layers``, torch.fx, torchvision's
+``create_feature_extractor``, TorchScript, gradients) on the smallest model of each family. Representatives
+are chosen from the registry, so a new family is covered as soon as it registers; each is built once per run
+(``built``) and a test that changes a model works on a copy.
 """
 from __future__ import annotations
 
@@ -92,12 +94,13 @@ def _num_params(name: str) -> int:
     return sum(p.numel() for p in meta_model(name).parameters())
 
 
-def representatives(family: str, timm_only: bool = False) -> list[str]:
-    """The smallest model of each model class in ``family`` (only names timm also has, with ``timm_only``)."""
+def representatives(family: str, timm_only: bool = False, per_class: bool = True) -> list[str]:
+    """The smallest model of each model class in ``family`` (of the family, without ``per_class``; only names
+    timm also has, with ``timm_only``)."""
     groups: dict[str, list[str]] = {}
     for n in flexbone.list_models(family=family):
         if not timm_only or timm.is_model(n):
-            groups.setdefault(type(meta_model(n)).__name__, []).append(n)
+            groups.setdefault(type(meta_model(n)).__name__ if per_class else family, []).append(n)
     return [min(names, key=_num_params) for names in groups.values()]
 
 
@@ -193,26 +196,33 @@ def model_in_chans(model: Backbone) -> int:
 
 
 # ------------------------------------------------------------------------------ against timm's model, with values
-TIMM_CASES = [(f, n) for f in FAMILIES for n in representatives(f, timm_only=True)]
+TIMM_CASES = [(f, n) for f in FAMILIES for n in representatives(f, timm_only=True)]  # per model class
+TIMM_FAMILY_CASES = [(f, n) for f in FAMILIES for n in representatives(f, timm_only=True, per_class=False)]
+FAMILY_CASES = [(f, n) for f in FAMILIES for n in representatives(f, per_class=False)]
+SMALL = 64  # px: the input of the value checks (fixed-size models: their size; valid padding: their minimum)
 
 
 @pytest.fixture(scope="module")
-def pairs():
-    """(ours, timm's) of a name, with the same random weights and statistics, in eval mode."""
+def built():
+    """``built(name)``: (ours, timm's or None) with the same random weights and statistics, in eval mode, built
+    once for the module; a test that changes a model (pruning, training, features_only) takes a deepcopy."""
     @functools.cache
     def build(name):
+        if not timm.is_model(name):
+            return randomize_(flexbone.create_model(name), keep_random_init=True).eval(), None
         ref = randomize_(timm.create_model(name), keep_random_init=True).eval()
         ours = flexbone.create_model(name).eval()
         ours.load_state_dict(ref.state_dict(), strict=True)
         return ours, ref
-    return build
+    yield build
+    build.cache_clear()
 
 
 @pytest.mark.parity
 @pytest.mark.parametrize("family, name", TIMM_CASES)
-def test_forward_intermediates_match_timm(pairs, family, name):
-    ours, ref = pairs(name)
-    x = torch.randn(2, 3, *_input_size(name))
+def test_forward_intermediates_match_timm(built, family, name):
+    ours, ref = built(name)
+    x = torch.randn(2, 3, *_input_size(name, SMALL))
     n = len(ref.feature_info)
     calls = [dict(), dict(indices=1), dict(indices=[0, -1]),
              dict(indices=[n - 2], stop_early=True, intermediates_only=True),  # (timm's MobileNetV3 needs both)
@@ -270,16 +280,14 @@ def test_segmentation_heads_take_channels_last_pyramids():
 
 
 @pytest.mark.parity
-@pytest.mark.parametrize("family, name", cases("prune", TIMM_CASES))
-def test_prune_intermediate_layers_matches_timm(family, name):
-    ours, ref = (randomize_(m, keep_random_init=True).eval() for m in (flexbone.create_model(name),
-                                                                        timm.create_model(name)))
-    ours.load_state_dict(ref.state_dict(), strict=True)
+@pytest.mark.parametrize("family, name", cases("prune", TIMM_FAMILY_CASES))
+def test_prune_intermediate_layers_matches_timm(built, family, name):
+    ours, ref = (copy.deepcopy(m) for m in built(name))
     n = len(ref.feature_info)
     indices = [0, n - 2] if n > 2 else [0]
     assert ours.prune_intermediate_layers(indices) == ref.prune_intermediate_layers(indices)
     assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
-    x = torch.randn(1, 3, *_input_size(name))
+    x = torch.randn(1, 3, *_input_size(name, SMALL))
     with torch.no_grad():
         got = ours.forward_intermediates(x.clone(), indices, intermediates_only=True)
         expected = ref.forward_intermediates(x.clone(), indices, intermediates_only=True)
@@ -287,9 +295,8 @@ def test_prune_intermediate_layers_matches_timm(family, name):
 
 
 # ------------------------------------------------------------------------------ tools: FX, TorchScript, autograd
-ALL_CASES = [(f, n) for f in FAMILIES for n in representatives(f)]
 TIMM_CLASSES = {type(meta_model(n)).__name__ for _, n in TIMM_CASES}
-SCRIPT_CASES = [(f, n) for f, n in ALL_CASES if type(meta_model(n)).__name__ in TIMM_CLASSES]
+SCRIPT_CASES = [(f, n) for f, n in FAMILY_CASES if type(meta_model(n)).__name__ in TIMM_CLASSES]
 
 
 def _diff(a, b) -> float:
@@ -301,7 +308,7 @@ def _diff(a, b) -> float:
 
 
 def _small_input(name: str) -> torch.Tensor:
-    return torch.randn(2, model_in_chans(meta_model(name)), *_input_size(name, 64))
+    return torch.randn(2, model_in_chans(meta_model(name)), *_input_size(name, SMALL))
 
 
 def _using_every_parameter(model: Backbone) -> Backbone:
@@ -327,9 +334,9 @@ def _static(model: Backbone) -> Backbone:
     return model
 
 
-@pytest.mark.parametrize("family, name", cases("fx", ALL_CASES))
-def test_fx_trace_and_feature_extractor_equal_eager(family, name):
-    model = _static(randomize_(flexbone.create_model(name), keep_random_init=True).eval())
+@pytest.mark.parametrize("family, name", cases("fx", FAMILY_CASES))
+def test_fx_trace_and_feature_extractor_equal_eager(built, family, name):
+    model = _static(copy.deepcopy(built(name)[0]))
     x = _small_input(name)
     with torch.no_grad():
         expected = model(x.clone())
@@ -347,8 +354,8 @@ def test_fx_trace_and_feature_extractor_equal_eager(family, name):
 
 
 @pytest.mark.parametrize("family, name", cases("torchscript", SCRIPT_CASES))
-def test_torchscript_equals_eager(family, name):
-    model = randomize_(flexbone.create_model(name), keep_random_init=True).eval()
+def test_torchscript_equals_eager(built, family, name):
+    model = built(name)[0]  # (scripting compiles the model; it does not change it)
     x = _small_input(name)
     scripted = torch.jit.script(model)
     with torch.no_grad():
@@ -360,19 +367,17 @@ TIMM_FEATURES_UNSCRIPTABLE = {"VisionTransformer"}
 
 
 @pytest.mark.parity
-@pytest.mark.parametrize("family, name", TIMM_CASES)
-def test_torchscript_features_only_matches_timm(tmp_path, family, name):
+@pytest.mark.parametrize("family, name", cases("torchscript", TIMM_FAMILY_CASES))
+def test_torchscript_features_only_matches_timm(built, tmp_path, family, name):
     """``torch.jit.script`` of a features_only model gives the maps of timm's scripted feature extractor with the
     same weights (timm's built from the classification checkpoint, as its users do) and keeps the same weights."""
-    ref = randomize_(timm.create_model(name), keep_random_init=True)
+    ours, ref = built(name)
     torch.save(ref.state_dict(), tmp_path / "weights.pth")
-    ours = flexbone.create_model(name)
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    ours.as_features().eval()
+    ours = copy.deepcopy(ours).as_features().eval()
     scripted = torch.jit.script(ours)
     ref_features = timm.create_model(name, features_only=True, pretrained=True,
                                      pretrained_cfg_overlay=dict(file=str(tmp_path / "weights.pth"))).eval()
-    x = torch.randn(2, 3, *_input_size(name, 64))
+    x = torch.randn(2, 3, *_input_size(name, SMALL))
     with torch.no_grad():
         maps = scripted(x.clone())
         assert _diff(maps, ours(x.clone())) == 0
@@ -404,9 +409,9 @@ def test_scripted_features_follow_train_and_eval():
         assert _diff(scripted(x.clone()), model(x.clone())) == 0
 
 
-@pytest.mark.parametrize("family, name", cases("backward", ALL_CASES))
-def test_backward_reaches_every_parameter(family, name):
-    model = _using_every_parameter(flexbone.create_model(name).train())
+@pytest.mark.parametrize("family, name", cases("backward", FAMILY_CASES))
+def test_backward_reaches_every_parameter(built, family, name):
+    model = _using_every_parameter(copy.deepcopy(built(name)[0]).train())
     out = model(_small_input(name))
     outputs = out if isinstance(out, (list, tuple)) else [out]
     sum(o.float().square().mean() for o in outputs).backward()
@@ -455,7 +460,7 @@ def test_composite_refuses_num_classes():
         flexbone.create_model("cb_resnet18", num_classes=42)
 
 
-@pytest.mark.parametrize("name", ["resnet18"] + [n for _, n in ALL_CASES if hasattr(meta_model(n), "space")])
+@pytest.mark.parametrize("name", ["resnet18"] + [n for _, n in FAMILY_CASES if hasattr(meta_model(n), "space")])
 def test_forward_intermediates_with_grad_checkpointing_runs_the_same_modules(name):
     """Checkpointing per block must not run blocks the forward skips (a supernet's inactive depth)."""
     model = flexbone.create_model(name).train()
