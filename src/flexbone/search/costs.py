@@ -56,27 +56,30 @@ class GenePricer:
         self.layout, self.fixed, self.blocks = layout, fixed, blocks
         n = blocks.shape[0]
         self.slots = np.arange(n)
-        self.k_cols = [layout.column("kernel", s) for s in range(n)]
-        self.e_cols = [layout.column("expand", s) for s in range(n)]
+        self.k_cols, self.k_has = self._columns(layout, "kernel", n)
+        self.e_cols, self.e_has = self._columns(layout, "expand", n)
         self.res_col = layout.column("resolution")
         self.size_of_gene = np.asarray(size_of_gene, dtype=np.int64)
         self.missing = missing
 
-    def _choice(self, genes: np.ndarray, cols: list[int | None]) -> np.ndarray:
-        out = np.zeros((len(genes), len(cols)), dtype=np.int64)  # a slot without the field: its only entry
-        for s, c in enumerate(cols):
-            if c is not None:
-                out[:, s] = genes[:, c]
-        return out
+    @staticmethod
+    def _columns(layout: GeneLayout, field: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each slot's gene column of ``field`` (0 where the space has none) and whether it has one."""
+        cols = [layout.column(field, s) for s in range(n)]
+        return (np.array([c or 0 for c in cols], dtype=np.int64), np.array([c is not None for c in cols]))
 
-    def __call__(self, genes: np.ndarray) -> np.ndarray:
+    def __call__(self, genes: np.ndarray, active: np.ndarray | None = None) -> np.ndarray:
+        """The cost of each row of ``genes``; ``active``: ``layout.active(genes)`` when the caller has it."""
         r = self.size_of_gene[genes[:, self.res_col]] if self.res_col is not None else \
             np.zeros(len(genes), dtype=np.int64)
         if (r < 0).any():
             raise ConfigError(self.missing)
-        k, e = self._choice(genes, self.k_cols), self._choice(genes, self.e_cols)
+        k = np.where(self.k_has, genes[:, self.k_cols], 0)  # a slot without the field: its only entry
+        e = np.where(self.e_has, genes[:, self.e_cols], 0)
         values = self.blocks[self.slots[None, :], k, e, r[:, None]]
-        return self.fixed[r] + np.where(self.layout.active(genes), values, 0.0).sum(axis=1)
+        if active is None:
+            active = self.layout.active(genes)
+        return self.fixed[r] + np.where(active, values, 0.0).sum(axis=1)
 
 
 class _PartsCost:

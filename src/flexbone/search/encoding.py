@@ -85,6 +85,17 @@ class GeneLayout:
             blocks = list(range(unit.start, unit.start + unit.base + max(choices)))
             pos = np.array([b - unit.start - unit.base for b in blocks])  # block runs if depth > pos
             self._switch.append((blocks, self._index[("depth", i)], np.array(choices), pos))
+        # the same, flat: every switched block slot, its depth gene column, the unit's depth values by gene index
+        # (padded) and its position, so that active() is one gather and one comparison
+        switched = [(b, col, p) for blocks, col, _, pos in self._switch for b, p in zip(blocks, pos)]
+        widest = max((len(v) for _, _, v, _ in self._switch), default=0)
+        self._sw_blocks = np.array([b for b, _, _ in switched], dtype=np.int64)
+        self._sw_cols = np.array([c for _, c, _ in switched], dtype=np.int64)
+        self._sw_pos = np.array([p for _, _, p in switched], dtype=np.int64)
+        self._sw_values = np.zeros((len(switched), widest), dtype=np.int64)
+        for k, (b, col, _) in enumerate(switched):
+            values = next(v for blocks, c, v, _ in self._switch if c == col and b in blocks)
+            self._sw_values[k, :len(values)] = values
         self._block_cols = np.array([c for cols in self._block_genes for c in cols], dtype=np.int64)
         self._block_of_col = np.array([b for b, cols in enumerate(self._block_genes) for _ in cols], dtype=np.int64)
         encoded = np.flatnonzero(self._encoded).tolist()
@@ -143,9 +154,10 @@ class GeneLayout:
     def active(self, genes: np.ndarray) -> np.ndarray:
         """``(N, num_block_slots)`` bool: does each block slot run?"""
         active = np.ones((genes.shape[0], self.space.num_block_slots), dtype=bool)
-        for blocks, col, values, pos in self._switch:
-            depth = values[genes[:, col]]  # (N,)
-            active[:, blocks] = depth[:, None] > pos[None, :]
+        if len(self._sw_blocks):
+            k = np.arange(len(self._sw_blocks))
+            depth = self._sw_values[k[None, :], genes[:, self._sw_cols]]  # (N, switched slots)
+            active[:, self._sw_blocks] = depth > self._sw_pos[None, :]
         return active
 
     def canonical(self, genes: np.ndarray) -> np.ndarray:

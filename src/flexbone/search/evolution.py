@@ -117,7 +117,8 @@ class _Problem:
         if not keys:
             return np.empty((0, len(self.costs)))
         if all(f is not None for f in self._gene_costs):
-            return np.stack([f(canon) for f in self._gene_costs], axis=1)  # type: ignore[misc]
+            active = self.layout.active(canon)  # shared by every cost
+            return np.stack([f(canon, active) for f in self._gene_costs], axis=1)  # type: ignore[misc]
         missing = {key: i for i, key in enumerate(keys) if key not in self._cost_cache}
         if missing:
             cfgs = self.layout.to_configs(canon[list(missing.values())])
