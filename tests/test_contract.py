@@ -409,6 +409,19 @@ def test_scripted_features_follow_train_and_eval():
         assert _diff(scripted(x.clone()), model(x.clone())) == 0
 
 
+def test_scripting_a_parent_leaves_its_feature_extractor_alone():
+    """Only the model being scripted is swapped for its feature graph: torch would leave a swapped submodule in
+    the eager parent (here a segmentation model, whose heads do not script), even when scripting fails."""
+    from flexbone.seg.model import SegmentationModel
+
+    model = SegmentationModel("resnet18", "fpn", num_classes=3).eval()
+    backbone = model.backbone
+    with contextlib.suppress(Exception):  # scripted or not, the eager model must stay as it was
+        torch.jit.script(model)
+    assert model.backbone is backbone and model.feature_info.channels() == [64, 128, 256, 512]
+    assert len(model(torch.randn(1, 3, 32, 32)).shape) == 4
+
+
 @pytest.mark.parametrize("family, name", cases("backward", FAMILY_CASES))
 def test_backward_reaches_every_parameter(built, family, name):
     model = _using_every_parameter(copy.deepcopy(built(name)[0]).train())

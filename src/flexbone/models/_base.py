@@ -13,6 +13,7 @@ model against its own ``forward_features`` and against timm's model of the same 
 """
 from __future__ import annotations
 
+import sys
 from typing import Any, Sequence
 
 import torch
@@ -133,7 +134,7 @@ class Backbone(nn.Module):
         the classification forward, so its train / eval branches (dropout, drop path, batch norm) still follow
         ``.train()`` / ``.eval()`` after scripting, as timm's scripted feature extractors do.
         """
-        if not self.features_only:
+        if not self.features_only or _prepared_inside_another_module():
             return self
         checkpointing, self.grad_checkpointing = self.grad_checkpointing, False  # no checkpoint() in the graph
         try:
@@ -253,6 +254,16 @@ class Backbone(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def _prepared_inside_another_module() -> bool:
+    """Whether ``torch.jit.script`` prepares this model as a submodule of the module it scripts (a segmentation
+    model's backbone), not as that module itself. torch puts what ``__prepare_scriptable__`` returns into the
+    parent's ``_modules`` in place, before compiling, so a swapped backbone would stay swapped in the eager parent
+    even when scripting then fails: only the scripted module itself is swapped. torch's preparing function keeps
+    the modules prepared so far in ``memo``; empty means this is the first, the module being scripted."""
+    memo = sys._getframe(2).f_locals.get("memo")
+    return isinstance(memo, dict) and len(memo) > 0
 
 
 class _OwnForwardTracer(torch.fx.Tracer):
