@@ -460,9 +460,6 @@ def test_export_on_a_full_disk_leaves_the_earlier_artifact(capsys, tmp_path, mon
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.json"]  # no temporary file
 
 
-@pytest.mark.xfail(strict=True, reason="export_model (flexbone/export/artifact.py) renames the artifact into place "
-                                       "before it writes the sidecar: when the sidecar fails, the new artifact sits "
-                                       "beside the earlier sidecar (reported for issue 16)")
 def test_export_sidecar_failure_leaves_the_earlier_pair(capsys, tmp_path, monkeypatch):
     from flexbone import outputs
 

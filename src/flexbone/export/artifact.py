@@ -137,19 +137,31 @@ def export_model(source: ExportSource, out: str | os.PathLike, fmt: str, *, img_
         "fold_bn": fold,
         "versions": _versions(),
     }
-    if fmt == "onnx":
-        meta.update(_export_onnx(model, out, inputs, what, dynamic_batch, opset, tolerance,
-                                 (int8_options or Int8Options()) if int8 else None, calib, log))
-    elif fmt == "pt2":
-        from .pt2 import export_pt2
+    # the artifact and its sidecar are both written beside their final names first and renamed into place only
+    # when both are complete: a failure (a full disk) leaves an earlier pair as it was, never a new artifact next
+    # to an old sidecar
+    staged = out.with_name(f".{out.name}.{os.getpid()}.staged")
+    staged_sidecar = sidecar_path(staged)
+    try:
+        if fmt == "onnx":
+            meta.update(_export_onnx(model, staged, inputs, what, dynamic_batch, opset, tolerance,
+                                     (int8_options or Int8Options()) if int8 else None, calib, log))
+        elif fmt == "pt2":
+            from .pt2 import export_pt2
 
-        result = export_pt2(model, out, inputs, what=what, dynamic_batch=dynamic_batch, tolerance=tolerance)
-        meta["check"] = {"max_abs_diff": result["max_abs_diff"], "tolerance": tolerance, "runtime": "torch.export.load"}
-    else:
-        meta["check"] = _export_safetensors(source, out, inputs, meta, tolerance)
-    for name, diff in meta["check"].get("max_abs_diff", {}).items():
-        log(f"flexbone: {out.name}: max abs difference to the PyTorch model on the {name} input: {diff:.3g}")
-    write_json(sidecar_path(out), meta)
+            result = export_pt2(model, staged, inputs, what=what, dynamic_batch=dynamic_batch, tolerance=tolerance)
+            meta["check"] = {"max_abs_diff": result["max_abs_diff"], "tolerance": tolerance,
+                             "runtime": "torch.export.load"}
+        else:
+            meta["check"] = _export_safetensors(source, staged, inputs, meta, tolerance)
+        for name, diff in meta["check"].get("max_abs_diff", {}).items():
+            log(f"flexbone: {out.name}: max abs difference to the PyTorch model on the {name} input: {diff:.3g}")
+        write_json(staged_sidecar, meta)
+        os.replace(staged, out)
+        os.replace(staged_sidecar, sidecar_path(out))
+    finally:
+        for path in (staged, staged_sidecar):
+            path.unlink(missing_ok=True)
     return meta
 
 
