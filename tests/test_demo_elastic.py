@@ -8,7 +8,7 @@ import json
 import pytest
 
 from flexbone.cli import build_parser
-from flexbone.cli.demo_elastic import NAME, _halves, digits_recipe, plot_report, report_markdown
+from flexbone.cli.demo_elastic import NAME, _halves, better_sampled, digits_recipe, plot_report, report_markdown
 
 
 def test_demo_defaults_to_the_quickstart_and_elastic_is_a_choice():
@@ -48,8 +48,16 @@ def test_report_files(tmp_path):
                    wall_s=10.0, table=dict(device="cpu", threads=2, batch_size=1, torch_version="x", parts_timed=9),
                    evaluated=[{**r, "config": "{}"} for r in rows], chosen=chosen)
     md = report_markdown(summary, budgets)
-    assert "| 2.50 | 16 | [2, 2, 2, 2, 2] | 82.0 | 81.0 | 83.0 | 2.40 | 2.60 | 81.0 | 0.400 |" in md
+    assert "| 2.50 | 16 | [2, 2, 2, 2, 2] | search | 82.0 | 81.0 | 83.0 | 2.40 | 2.60 | 81.0 | 0.400 |" in md
     assert "report.png" in md and "chosen/budget1/model.onnx" in md
+
+
+def test_an_evaluated_sample_replaces_a_found_subnet_only_when_it_fits_and_scored_better():
+    rows = [dict(config="a", latency_ms=2.0, top1=90.0), dict(config="b", latency_ms=3.0, top1=95.0),
+            dict(config="c", latency_ms=5.0, top1=99.0)]
+    assert better_sampled(rows, 3.5, 92.0)["config"] == "b"  # c scores more but breaks the budget
+    assert better_sampled(rows, 3.5, 95.0) is None  # a tie keeps the found one
+    assert better_sampled(rows, 1.0, 10.0) is None  # nothing evaluated fits
 
 
 def test_a_chosen_subnet_is_exported_with_the_digits_preprocessing_and_runs_in_onnxruntime(tmp_path):
