@@ -215,6 +215,21 @@ def load_checkpoint(
     to the model's input channels. Both need the model's ``default_cfg`` (flexbone models have one).
     """
     state = dict(path) if isinstance(path, Mapping) else load_state_dict(path, key)
+    state, report = match_state_dict(model, state, skip_mismatched_classifier, adapt_first_conv)
+    if report.mismatched or (strict and not report.ok):
+        raise CheckpointError(f"checkpoint does not fit {type(model).__name__}: {report.describe()}")
+    model.load_state_dict(state, strict=False)
+    return report
+
+
+def match_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], skip_mismatched_classifier: bool = False,
+                     adapt_first_conv: bool = False) -> tuple[dict[str, torch.Tensor], LoadReport]:
+    """``(the entries of state that model would load, what does not fit)``, as :func:`load_checkpoint` sees them.
+
+    Nothing is loaded, so ``model`` may live on the ``meta`` device: a checkpoint can be checked against a model
+    before any work (``flexbone compare --pretrained``) without allocating its weights.
+    """
+    state = dict(state)
     if hasattr(model, "_convert_checkpoint"):
         state = model._convert_checkpoint(state)
     own = model.state_dict()
@@ -242,7 +257,4 @@ def load_checkpoint(
     report.missing = [k for k in own if k not in state and k not in report.skipped
                       and not any(m[0] == k for m in report.mismatched)]
     report.unexpected = [k for k in state if k not in own]
-    if report.mismatched or (strict and not report.ok):
-        raise CheckpointError(f"checkpoint does not fit {type(model).__name__}: {report.describe()}")
-    model.load_state_dict(state, strict=False)
-    return report
+    return state, report
