@@ -19,6 +19,7 @@ from . import swin  # noqa: F401
 from . import maxvit  # noqa: F401
 from . import nasnet  # noqa: F401
 from . import pnasnet  # noqa: F401
+from . import hardnet  # noqa: F401
 from . import cbnet  # noqa: F401  (composites of the families above)
 from . import ffnet  # noqa: F401  (FFNet segmentation / classification)
 from ..elastic import ofa_resnet  # noqa: F401  (supernets, after the families they extract to)
