@@ -40,12 +40,7 @@ MODULE_NAMES = {("MobileNetV3", "act1"): "bn1"}  # (our model class, our module)
 
 # Families that landed while issue 18 was under way and miss part of the contract: each gap is the named family
 # file's to close (strict xfail: the mark fails as soon as the gap is closed, so that it is removed then).
-KNOWN_GAPS: dict[tuple[str, str], str] = {
-    ("torchscript", "nasnet"): "models/nasnet.py: the cells are built from the searched-cell table and run it "
-                               "in Python (timm's hand-written cells script)",
-    ("torchscript", "pnasnet"): "models/pnasnet.py: the cells are built from the searched-cell table and run it "
-                                "in Python (timm's hand-written cells script)",
-}
+KNOWN_GAPS: dict[tuple[str, str], str] = {}
 
 
 def cases(test: str, items: list) -> list:
@@ -362,8 +357,9 @@ def test_torchscript_equals_eager(built, family, name):
         assert _diff(scripted(x.clone()), model(x.clone())) == 0
 
 
-# timm's feature extractor of these model classes does not script (timm 1.0.31: ViT's FeatureGetterNet)
-TIMM_FEATURES_UNSCRIPTABLE = {"VisionTransformer"}
+# timm's feature extractor of these model classes does not script (timm 1.0.31: ViT's FeatureGetterNet; NASNet's and
+# PNASNet's FeatureHookNet, whose forward hooks are functools.partial objects TorchScript cannot name)
+TIMM_FEATURES_UNSCRIPTABLE = {"VisionTransformer", "NASNetALarge", "PNASNet5Large"}
 
 
 @pytest.mark.parity

@@ -74,6 +74,9 @@ class Backbone(nn.Module):
     # layout of the ``features_only`` maps, as timm's feature extractor of the same model reports it
     # (``'NHWC'`` for Swin, whose stages run channels-last; ``'NCHW'`` everywhere else)
     output_fmt: str = "NCHW"
+    # module classes whose Python forward TorchScript cannot compile (NASNet's table-driven cells): the model is then
+    # scripted as a torch.fx graph in every mode, traced through them (their submodules become its calls)
+    _script_traced_through = ()
 
     def __init__(self) -> None:
         super().__init__()
@@ -128,13 +131,14 @@ class Backbone(nn.Module):
     def __prepare_scriptable__(self) -> nn.Module:
         """What ``torch.jit.script`` compiles: the model itself, or for ``features_only`` its feature forward as
         a ``torch.fx`` graph of module calls (the same modules and parameter names, minus those after the deepest
-        level; TorchScript needs one return type, and the Python feature plan is not scriptable).
+        level; TorchScript needs one return type, and the Python feature plan is not scriptable); a model with
+        ``_script_traced_through`` classes is scripted as such a graph of its whole forward in either mode.
 
         Only this model's own forward is traced: every submodule stays one call, compiled by TorchScript as for
         the classification forward, so its train / eval branches (dropout, drop path, batch norm) still follow
         ``.train()`` / ``.eval()`` after scripting, as timm's scripted feature extractors do.
         """
-        if not self.features_only or _prepared_inside_another_module():
+        if not (self.features_only or self._script_traced_through) or _prepared_inside_another_module():
             return self
         checkpointing, self.grad_checkpointing = self.grad_checkpointing, False  # no checkpoint() in the graph
         try:
@@ -144,9 +148,10 @@ class Backbone(nn.Module):
         for node in graph.nodes:  # the input; its annotation is the string 'torch.Tensor' (postponed annotations)
             if node.op == "placeholder":
                 node.type = torch.Tensor
-        features = torch.fx.GraphModule(self, graph, class_name=f"{type(self).__name__}Features")
-        features.train(self.training)
-        return features
+        suffix = "Features" if self.features_only else "Graph"
+        prepared = torch.fx.GraphModule(self, graph, class_name=f"{type(self).__name__}{suffix}")
+        prepared.train(self.training)
+        return prepared
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each stage's activations in the backward pass: less memory, ~30% more compute."""
@@ -267,14 +272,16 @@ def _prepared_inside_another_module() -> bool:
 
 
 class _OwnForwardTracer(torch.fx.Tracer):
-    """Traces the root module's own code only: every submodule call is a leaf (one ``call_module`` node)."""
+    """Traces the root module's own code only: every submodule call is a leaf (one ``call_module`` node), except
+    those of the classes in the root's ``_script_traced_through``."""
 
     def __init__(self, root: nn.Module):
         super().__init__()
         self.root_module = root
+        self.traced_through = tuple(getattr(root, "_script_traced_through", ()))
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return m is not self.root_module
+        return m is not self.root_module and not isinstance(m, self.traced_through)
 
 
 def stage_info(channels: Sequence[int], reductions: Sequence[int], modules: Sequence[str]) -> FeatureInfo:

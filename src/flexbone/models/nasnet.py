@@ -82,6 +82,9 @@ class CellNetwork(Backbone):
 
     cells: tuple
     _level_cells: tuple[str, ...]
+    # TorchScript cannot call a cell's branch modules by the names its table computes: the model scripts as a
+    # torch.fx graph traced through the cells (Backbone.__prepare_scriptable__), every branch op one call
+    _script_traced_through = (SearchedCell,)
 
     def _init_head(self, num_features: int, num_classes: int, global_pool: str, drop_rate: float) -> None:
         self.num_classes, self.drop_rate, self.num_features = num_classes, drop_rate, num_features
