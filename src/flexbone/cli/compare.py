@@ -222,6 +222,7 @@ def measure_model(name: str, args: argparse.Namespace, recipe: Any | None, bar: 
     from ..bench.complexity import model_complexity
     from ..bench.throughput import BenchSettings, benchmark
     from ..train.engine import run as run_training
+    from ..train.threads import apply_thread_choice
 
     backends = _backends(args.latency_backend)
     batches = _batches(args.batch_size)
@@ -253,6 +254,9 @@ def measure_model(name: str, args: argparse.Namespace, recipe: Any | None, bar: 
             row["onnxruntime_error"] = reason
             bar.update(1 + len(batches))
     if recipe is not None:
+        # the fine-tune takes the threads `flexbone train` would (one for small steps); the timing above set its own
+        apply_thread_choice(args.threads, batch_size=recipe.data.batch_size, img_size=recipe.data.img_size,
+                            in_chans=recipe.model.kwargs.get("in_chans", 3), loader_workers=recipe.data.workers)
         result = run_training(recipe, recipe_name=Path(args.recipe).stem, run_dir=Path(recipe.train.output_dir) / name,
                               progress=not args.no_progress, quiet=True)
         row.update(top1=result.top1, top5=result.top5, epochs=result.epochs,
