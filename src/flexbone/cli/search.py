@@ -41,7 +41,12 @@ EPILOG = """examples:
 
 A budget is METRIC=VALUE (macs=300M, params=3M, latency=20ms), several metrics joined with commas limit all of
 them at once; give --budget once per budget. Latency is ms per batch of --batch-size-latency images, with
---threads torch threads, timed on this machine."""
+--threads torch threads, timed on this machine.
+
+An SN-Net (a `flexbone stitch` folder, or the weights of a run that trained one) has few configurations: each
+is timed and evaluated, and the best one per budget is picked exhaustively (no predictor, no evolution); DIR
+then holds <budget>/model.safetensors (export it with flexbone export --checkpoint), search.csv, configs.csv
+and search.png."""
 
 PRETRAIN_CONFIGS = 2000  # FBNetV3 proxy targets: MACs and params of this many random configurations
 
@@ -51,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Fit an accuracy predictor on evaluated sub-networks, search each budget "
                                    "(evolution), then recalibrate, evaluate and time every sub-network found.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, metavar="PATH", help="the supernet's weights")
+    p.add_argument("--checkpoint", required=True, metavar="PATH", help="the supernet's weights, or an SN-Net (a "
+                                                                       "`flexbone stitch` folder or a run's weights)")
     p.add_argument("--supernet", metavar="NAME", help="registered supernet (default: the one in the checkpoint)")
     p.add_argument("--data", required=True, metavar="PATH|digits", help="image folder (train/ + val/), CIFAR batch "
                                                                          "files, or 'digits'")
@@ -134,15 +140,21 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data.loader import ImageLoader
     from ..data.samplers import ShardedEvalSampler
-    from ..outputs import check_replaceable, check_writable, describe_os_error, staged_dir
+    from ..outputs import check_replaceable, check_writable, staged_dir
     from ..search.costs import build_costs
     from ..search.latency import LatencyTable, MeasuredLatency
     from ..elastic.space import SubnetConfig
     from ..search.predictor import AccuracyPredictor
     from ..interrupt import interrupt_note
-    from .subnets import _calibration_loader, _load_supernet, read_rows, write_csv
+    from .subnets import RowKeeper, _calibration_loader, _load_supernet, read_rows
     from .validate import eval_data_config, eval_dataset
 
+    from ..stitch.snnet import is_snnet_checkpoint
+
+    if is_snnet_checkpoint(args.checkpoint):
+        from .stitch import run_search as run_stitched
+
+        return run_stitched(args)
     # ---- everything checked before any work
     budgets = parse_budgets(args.budget)
     labels = [budget_label(b) for b in budgets]
@@ -195,28 +207,9 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     name = args.supernet or meta.get("model")
 
-    finished = list(done.values())  # every evaluated row, kept in ``partial`` as it comes
-    unkept: list[dict[str, Any]] = []
+    keep = RowKeeper(partial, done.values(), nothing=f"nothing kept: {out} is written only when the search finishes")
 
-    def keep(row: dict[str, Any]) -> None:
-        finished.append(row)
-        try:
-            write_csv(finished, partial)
-        except OSError as e:  # e.g. a full disk: the search goes on, the rows stay in memory
-            if not unkept:
-                print(f"flexbone: warning: cannot keep rows in {partial} ({describe_os_error(e)}); continuing",
-                      file=sys.stderr)
-            unkept.append(row)
-
-    def kept() -> str:
-        if unkept:
-            return f"{len(finished)} evaluated sub-network(s) could not be kept ({partial} was not writable)"
-        if not finished:
-            return f"nothing kept: {out} is written only when the search finishes"
-        return (f"kept {len(finished)} evaluated sub-network(s) in {partial}; rerun the same command with --resume "
-                f"to continue")
-
-    with interrupt_note(kept), _kept_on_write_failure(out, kept), staged_dir(out) as tmp, torch.no_grad():
+    with interrupt_note(keep.note), _kept_on_write_failure(out, keep.note), staged_dir(out) as tmp, torch.no_grad():
         # ---- the predictor
         rows: list[dict[str, Any]] = []
         if predictor is None:

@@ -24,10 +24,13 @@ from ..options import float_range, int_range
 EPILOG = """examples:
   flexbone subnets --supernet ofa_mbv3_d234_e346_k357_w1.0 --checkpoint runs/x/model.safetensors --data /data/imagenet
   flexbone subnets --checkpoint runs/x/model.safetensors --data digits --n 20 --out digits_subnets.csv
+  flexbone subnets --checkpoint snnet-r18-r50/ --data /data/imagenet --out snnet.csv
 
 --data is an image folder with train/ (BN recalibration) and val/ (evaluation) sub-folders, a folder of
 CIFAR-10/100 batch files, or 'digits'. The supernet's name and options come from the checkpoint of a
-flexbone run; --supernet names it for other checkpoints."""
+flexbone run; --supernet names it for other checkpoints. An SN-Net (a `flexbone stitch` folder, or the
+weights of a run that trained one) has few configurations: all of them are evaluated and timed (latency of
+each extracted configuration, batch 1, --threads, median of --repeats), and the plot marks the anchors."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--supernet", metavar="NAME", help="registered supernet (default: the one stored in the checkpoint)")
     p.add_argument("--checkpoint", required=True, metavar="PATH", help="the supernet's weights (.safetensors, "
-                                                                       "a flexbone checkpoint-*.pt ...)")
+                                                                       "a flexbone checkpoint-*.pt ...), or an SN-Net "
+                                                                       "(a `flexbone stitch` folder or a run's weights)")
     p.add_argument("--data", required=True, metavar="PATH|digits", help="image folder (train/ + val/), CIFAR batch "
                                                                          "files, or 'digits'")
     p.add_argument("--n", type=int_range(1), default=50, help="sub-networks to evaluate, min and max included (default 50)")
@@ -59,6 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
     p.add_argument("--threads", type=int_range(1), default=None, metavar="N", help="torch intra-op threads")
+    p.add_argument("--repeats", type=int_range(1), default=20,
+                   help="SN-Net: timed runs per configuration's latency (median; default 20)")
     p.add_argument("--resume", action="store_true",
                    help="reuse the rows an interrupted run of the same command kept in OUT.partial.csv")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -197,6 +203,36 @@ def read_rows(path: str | Path) -> dict[str, dict[str, Any]]:
     return rows
 
 
+class RowKeeper:
+    """Keeps every finished row in ``partial`` at once (atomically), so an interruption or a late failure loses
+    none; ``flexbone subnets`` and ``flexbone search`` pass it as ``on_row``.
+
+    When ``partial`` cannot be written (a full disk) the rows stay in memory for the final write, and the closing
+    note says they were not kept: no warning is printed on the way, so a command that then fails ends in one line.
+    """
+
+    def __init__(self, partial: Path, done: Iterable[dict[str, Any]] = (), nothing: str = "nothing kept"):
+        self.partial, self.nothing = partial, nothing
+        self.rows: list[dict[str, Any]] = list(done)  # a second interrupt keeps the rows of the first too
+        self.unkept = 0
+
+    def __call__(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        try:
+            write_csv(self.rows, self.partial)
+        except OSError:
+            self.unkept += 1
+
+    def note(self) -> str:
+        """What an interruption or a failure leaves: for :func:`flexbone.interrupt.interrupt_note`."""
+        if self.unkept:
+            return f"{len(self.rows)} evaluated sub-network(s) could not be kept ({self.partial} was not writable)"
+        if not self.rows:
+            return self.nothing
+        return (f"kept {len(self.rows)} evaluated sub-network(s) in {self.partial}; rerun the same command with "
+                f"--resume to continue")
+
+
 def write_rows_or_keep(rows: Sequence[dict[str, Any]], out: Path, partial: Path) -> Path:
     """Write the final CSV; if that fails late (disk full, folder gone), keep the rows elsewhere and say where."""
     import tempfile
@@ -289,6 +325,13 @@ def _calibration_loader(data: str, train_split: str, data_cfg: Any, class_names:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..stitch.snnet import is_snnet_checkpoint
+
+    if is_snnet_checkpoint(args.checkpoint):
+        from .stitch import run_subnets as run_stitched
+
+        return run_stitched(args)
+
     from ..data.loader import ImageLoader
     from ..data.samplers import ShardedEvalSampler
     from ..train.distributed import resolve_device
@@ -326,31 +369,9 @@ def run(args: argparse.Namespace) -> int:
                                        args.batch_size, args.seed, args.workers, pin)
 
     configs = sample_subnets(supernet.space, args.n, args.seed)
-    finished: list[dict[str, Any]] = list(done.values())  # a second interrupt keeps the rows of the first too
+    keep = RowKeeper(partial, done.values(), nothing="no sub-network was finished; nothing kept")
 
-    unkept: list[str] = []
-
-    def keep(row: dict[str, Any]) -> None:  # every finished row goes to disk at once (atomically)
-        finished.append(row)
-        try:
-            write_csv(finished, partial)
-        except OSError as e:  # e.g. a full disk: keep evaluating, the rows stay in memory for the final write
-            if not unkept:
-                from ..outputs import describe_os_error
-
-                print(f"flexbone: warning: cannot keep rows in {partial} ({describe_os_error(e)}); continuing",
-                      file=sys.stderr)
-            unkept.append(row["config"])
-
-    def kept() -> str:
-        if not finished or unkept:
-            return "no sub-network was finished; nothing kept" if not finished else \
-                f"{len(finished)} evaluated sub-network(s) could not be kept ({partial} was not writable)"
-
-        return (f"kept {len(finished)} evaluated sub-network(s) in {partial}; rerun the same command with --resume "
-                f"to continue")
-
-    with interrupt_note(kept), torch.no_grad():
+    with interrupt_note(keep.note), torch.no_grad():
         rows = evaluate_subnets(supernet, configs, calib_loader, eval_loader, device, data_cfg.img_size,
                                 amp=amp_dtype(args.amp, device), progress=not args.no_progress, on_row=keep,
                                 done=done)
