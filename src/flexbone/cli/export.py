@@ -16,6 +16,8 @@ EPILOG = """examples:
   flexbone export --model resnet50 --checkpoint resnet50.pth --format onnx --fold-bn --dynamic-batch --out r50.onnx
   flexbone export --subnet my_subnet/ --format pt2 --img-size 192 --out subnet.pt2
   flexbone export --checkpoint model.safetensors --format onnx --int8 --calib-data photos/ --out model-int8.onnx
+  flexbone export --checkpoint snnet-r18-r50/ --config 4 --format onnx --fold-bn --out stitched.onnx
+  flexbone export --subnet found/latency-15ms --format onnx --out chosen.onnx   (an SN-Net search's budget folder)
 """
 
 
@@ -39,7 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                    "random weights (for latency tests)")
     p.add_argument("--checkpoint", metavar="PATH", help="weights (.safetensors / .pt / .pth, flexbone run outputs, "
                                                         "timm / torchvision state dicts)")
-    p.add_argument("--subnet", metavar="DIR", help="a sub-network folder written by save_subnet / flexbone subnets")
+    p.add_argument("--subnet", metavar="DIR", help="a sub-network folder written by save_subnet / flexbone search")
+    p.add_argument("--config", type=int_range(0), default=None, metavar="ID",
+                   help="with an SN-Net --checkpoint (a flexbone stitch folder or a run that trained one): the "
+                        "configuration to export (ids as flexbone subnets / search list them)")
     # a free string, not choices=: an unknown format gets flexbone's own one-line message
     p.add_argument("--format", required=True, metavar="|".join(FORMATS), help="artifact format")
     p.add_argument("--out", required=True, metavar="PATH", help="the artifact to write (its sidecar: PATH.json)")
@@ -107,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    source = load_source(args.model, args.checkpoint, args.subnet)
+    source = load_source(args.model, args.checkpoint, args.subnet, config=args.config)
     if args.checkpoint is None and args.subnet is None:
         print(f"flexbone: note: no --checkpoint: exporting {args.model} with random weights")
     export_model(source, args.out, args.format, img_size=args.img_size, batch_size=args.batch_size,

@@ -170,7 +170,9 @@ def run(args: argparse.Namespace) -> int:
         net.to(device)
         say(f"flexbone: wrote {out / 'config.json'} and {out / 'model.safetensors'}")
     if args.evaluate:
-        rows = evaluate_configs(net, args, data_cfg, device)
+        latency = time_configs(net, data_cfg.img_size, threads=args.threads, repeats=args.repeats,
+                               progress=not args.no_progress) if args.latency else None
+        rows = evaluate_configs(net, args, data_cfg, device, latency)
         csv_path = write_csv(rows, out / "configs.csv")
         chosen = choose_configs(rows, budgets)
         if chosen:
@@ -217,8 +219,30 @@ def choose_configs(rows: list[dict[str, Any]], budgets: list[dict[str, float]]) 
     return [{k: c.get(k, "") for k in columns} for c in chosen]
 
 
-def evaluate_configs(net: Any, args: argparse.Namespace, data_cfg: Any, device: Any) -> list[dict[str, Any]]:
-    """One row per configuration: id, kind (anchor / stitch), path, MACs, params, top-1, top-5, loss, pareto."""
+def time_configs(net: Any, img_size: int, *, threads: int | None = None, batch_size: int = 1, warmup: int = 3,
+                 repeats: int = 20, progress: bool = False) -> dict[int, float]:
+    """Latency (ms, median of ``repeats``) of every configuration's extracted model on this machine, as it would be
+    deployed: ``{config id: ms}``."""
+    import torch.nn as nn
+    from tqdm.auto import tqdm
+
+    from ..search.latency import time_module
+
+    in_chans = next((m.in_channels for m in net.modules() if isinstance(m, nn.Conv2d)), 3)
+    timings = {}
+    for i in tqdm(range(net.num_configs), desc="timing configurations", unit="cfg", disable=not progress,
+                  file=sys.stderr):
+        extracted = net.extract(i).cpu().eval()
+        timings[i] = time_module(extracted, (in_chans, img_size, img_size), batch_size=batch_size, threads=threads,
+                                 warmup=warmup, repeats=repeats)
+    return timings
+
+
+def evaluate_configs(net: Any, args: argparse.Namespace, data_cfg: Any, device: Any,
+                     latency: dict[int, float] | None = None, class_names: list[str] | None = None,
+                     ) -> list[dict[str, Any]]:
+    """One row per configuration: id, kind (anchor / stitch), path, MACs, params, latency (where ``latency``, from
+    :func:`time_configs`, gives it), top-1, top-5, loss, pareto."""
     from tqdm.auto import tqdm
 
     from ..data.loader import ImageLoader
@@ -227,24 +251,18 @@ def evaluate_configs(net: Any, args: argparse.Namespace, data_cfg: Any, device: 
     from .subnets import pareto_front
     from .validate import eval_dataset
 
-    eval_set = eval_dataset(args.data, args.split, data_cfg, None)
+    eval_set = eval_dataset(args.data, args.split, data_cfg, class_names)
     loader = ImageLoader(eval_set, args.batch_size, ShardedEvalSampler(eval_set), args.workers, False,
                          device.type == "cuda", False, 0)
     costs = net.configs(data_cfg.img_size)
+    names = getattr(net, "spec", {}).get("anchors") or [type(a).__name__ for a in net.anchors]
     rows = []
     for cost in tqdm(costs, desc="configurations", unit="cfg", disable=args.no_progress, file=sys.stderr):
         net.set_active(cost["id"])
         stats = evaluate(net, loader, device)
-        timing = {}
-        if getattr(args, "latency", False):  # the extracted model, as it would be deployed
-            from ..search.latency import time_module
-
-            extracted = net.extract(cost["id"]).cpu().eval()
-            timing["latency_ms"] = time_module(extracted, (3, data_cfg.img_size, data_cfg.img_size), batch_size=1,
-                                               threads=args.threads, warmup=3, repeats=args.repeats)
         cfg = net.stitch_config(cost["id"])
-        names = getattr(net, "spec", {}).get("anchors") or [type(a).__name__ for a in net.anchors]
         path = names[cfg.anchors[0]] if cfg.is_anchor else f"{' -> '.join(names[a] for a in cfg.anchors)}: {cfg.describe()}"
+        timing = {"latency_ms": latency[cost["id"]]} if latency else {}
         rows.append({"id": cost["id"], "kind": "anchor" if cfg.is_anchor else "stitch", "path": path,
                      "img_size": data_cfg.img_size, "macs": cost["macs"], "params": cost["params"],
                      **timing, "top1": stats["top1"], "top5": stats["top5"], "loss": stats["loss"]})
@@ -291,3 +309,135 @@ def plot_configs(rows: list[dict[str, Any]], path: Path, title: str = "",
         return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)
+
+
+# ------------------------------------------------------------- an SN-Net under `flexbone subnets` / `flexbone search`
+def _load_for_evaluation(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Any]:
+    """``(SN-Net, metadata, evaluation data config, device)`` for ``--checkpoint``; says what will be evaluated."""
+    import torch
+
+    from ..stitch.snnet import load_snnet_checkpoint
+    from ..train.distributed import resolve_device
+    from .validate import eval_data_config
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(getattr(args, "device", "cpu"))
+    net, meta = load_snnet_checkpoint(args.checkpoint)
+    net.to(device).eval()
+    data_cfg = eval_data_config(args, meta, net)
+    return net, meta, data_cfg, device
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    if not args.no_progress:
+        print(f"flexbone: {text}", file=sys.stderr)
+
+
+def run_subnets(args: argparse.Namespace) -> int:
+    """``flexbone subnets --checkpoint SNNET``: every configuration of an SN-Net (they are few, so all of them
+    rather than a sample): MACs, params, latency of the extracted model on this machine, top-1; the CSV and the
+    accuracy/MACs plot with the anchors marked."""
+    from ..bench.report import format_table
+    from ..interrupt import interrupt_note
+    from ..outputs import check_writable
+    from .subnets import write_csv
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".csv":
+        raise ConfigError(f"--out {out}: the results are written as a .csv file")
+    plot = Path(args.plot) if args.plot else out.with_suffix(".png")
+    for path in (out, plot):
+        check_writable(path)
+    if args.resume:
+        raise ConfigError("--resume continues a sampled once-for-all evaluation; an SN-Net's configurations are "
+                          "evaluated in one pass: drop --resume")
+    net, meta, data_cfg, device = _load_for_evaluation(args)
+    _say(args, f"{args.checkpoint} holds an SN-Net: all {net.num_configs} configurations are evaluated and timed "
+               f"(--n and --bn-batches apply to once-for-all supernets)")
+    with interrupt_note("nothing was written"):
+        latency = time_configs(net, data_cfg.img_size, threads=args.threads, repeats=args.repeats,
+                               progress=not args.no_progress)
+        rows = evaluate_configs(net, args, data_cfg, device, latency, meta.get("class_names"))
+    write_csv(rows, out)
+    plot_configs(rows, plot, title=f"SN-Net on {args.data}: {net.num_configs} configurations")
+    print(format_table(["id", "kind", "configuration", "MMACs", "params", "latency ms", "top-1 %", "Pareto"],
+                       [[r["id"], r["kind"], r["path"], r["macs"] / 1e6, r["params"], r["latency_ms"], r["top1"],
+                         "*" if r["pareto"] else ""] for r in rows], align="rllrrrrl"))
+    print(f"wrote {out} and {plot}")
+    return 0
+
+
+def _check_budgets(budgets: list[dict[str, float]], costs: list[dict[str, Any]],
+                   latency: dict[int, float] | None) -> None:
+    """Fail on a budget that no configuration meets, naming the cheapest configuration's costs. Without
+    ``latency`` (before timing) only the MACs and params limits are checked."""
+    for b in budgets:
+        limits = {k: v for k, v in b.items() if latency is not None or k != "latency"}
+        cost = [{"macs": c["macs"], "params": c["params"], **({"latency": latency[c["id"]]} if latency else {})}
+                for c in costs]
+        if limits and not any(all(c[k] <= v for k, v in limits.items()) for c in cost):
+            from .search import budget_label
+
+            cheapest = ", ".join(f"{k} = {min(c[k] for c in cost):.4g}{' ms' if k == 'latency' else ''}"
+                                 for k in limits)
+            raise ConfigError(f"budget {budget_label(b)} cannot be met by any configuration of this SN-Net "
+                              f"(the cheapest each: {cheapest})")
+
+
+def run_search(args: argparse.Namespace) -> int:
+    """``flexbone search --checkpoint SNNET``: per budget, the best configuration of an SN-Net. Its configurations
+    are few, so each is evaluated and timed and the pick is exhaustive (the exact optimum on the data, no predictor
+    or evolution). ``DIR/<budget>/model.safetensors`` holds the chosen configuration as a static model that
+    ``flexbone export --checkpoint`` (or ``--subnet DIR/<budget>``) exports."""
+    from ..bench.report import format_table
+    from ..interrupt import interrupt_note
+    from ..outputs import check_replaceable, check_writable, staged_dir
+    from ..stitch.snnet import save_configuration
+    from .search import budget_label, parse_budgets
+    from .subnets import write_csv
+
+    budgets = parse_budgets(args.budget)
+    labels = [budget_label(b) for b in budgets]
+    if len(set(labels)) < len(labels):
+        raise ConfigError("the same budget is given twice")
+    for option, value in (("--predictor", args.predictor), ("--latency-table", args.latency_table),
+                          ("--resolutions", args.resolutions), ("--pretrain", args.pretrain),
+                          ("--resume", args.resume)):
+        if value:
+            raise ConfigError(f"{option} applies to once-for-all supernets; an SN-Net's configurations are all "
+                              f"evaluated and timed: drop {option}")
+    out = Path(args.out)
+    check_writable(out, is_dir=True)
+    check_replaceable(out, "search.csv")
+    net, meta, data_cfg, device = _load_for_evaluation(args)
+    img_size = data_cfg.img_size
+    costs = net.configs(img_size)
+    _check_budgets(budgets, costs, None)  # an impossible MACs / params budget fails before any timing
+    _say(args, f"{args.checkpoint} holds an SN-Net: all {net.num_configs} configurations are timed and evaluated, "
+               f"the pick per budget is exhaustive (--n, --generations and --population apply to once-for-all "
+               f"supernets)")
+    with interrupt_note("nothing was written"):
+        latency = time_configs(net, img_size, threads=args.threads, batch_size=args.batch_size_latency,
+                               warmup=args.warmup, repeats=args.repeats, progress=not args.no_progress)
+        _check_budgets(budgets, costs, latency)  # and an impossible latency budget before the evaluation
+        rows = evaluate_configs(net, args, data_cfg, device, latency, meta.get("class_names"))
+    chosen = choose_configs(rows, budgets)  # every budget has a configuration that fits (checked above)
+    preprocessing = {"img_size": img_size, "test_img_size": img_size, "crop_pct": data_cfg.crop_pct,
+                     "interpolation": data_cfg.interpolation, "mean": list(data_cfg.mean), "std": list(data_cfg.std),
+                     **{k: meta[k] for k in ("class_names", "digits_test_fraction", "digits_split_seed") if k in meta}}
+    found = [{**c, "folder": label} for label, c in zip(labels, chosen)]
+    with staged_dir(out) as tmp:
+        for f in found:
+            save_configuration(net.cpu(), int(f["id"]), tmp / f["folder"] / "model.safetensors", preprocessing)
+        write_csv(rows, tmp / "configs.csv")
+        write_csv(found, tmp / "search.csv")
+        plot_configs(rows, tmp / "search.png", title=f"SN-Net on {args.data}: best configuration per budget",
+                     chosen=chosen)
+    print(format_table(["budget", "id", "configuration", "MMACs", "params", "latency ms", "top-1 %"],
+                       [[f["budget"], f["id"], f["path"], f["macs"] / 1e6, f["params"], f["latency_ms"], f["top1"]]
+                        for f in found], align="lrlrrrr"))
+    print(f"wrote {out}/ (one folder per budget with the configuration's model.safetensors, search.csv, configs.csv, "
+          f"search.png); export one with: flexbone export --checkpoint {out / found[0]['folder'] / 'model.safetensors'}"
+          f" --format onnx --out model.onnx")
+    return 0

@@ -9,6 +9,7 @@ sub-network's configuration, so the sidecar JSON of every artifact can say how i
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,22 +51,42 @@ def _in_chans(model: nn.Module) -> int:
 
 
 def load_source(model_name: str | None = None, checkpoint: str | os.PathLike | None = None,
-                subnet: str | os.PathLike | None = None, **model_kwargs: Any) -> ExportSource:
+                subnet: str | os.PathLike | None = None, config: int | None = None,
+                **model_kwargs: Any) -> ExportSource:
     """The model named by a model name (random weights), a checkpoint, or a saved sub-network folder.
 
     ``model_kwargs`` go to ``create_model`` (e.g. ``features_only=True``); with a checkpoint they are
-    not accepted (the checkpoint decides the architecture).
+    not accepted (the checkpoint decides the architecture). An SN-Net checkpoint (a ``flexbone stitch`` folder or a
+    run that trained one) holds many configurations: ``config`` picks the one to export. A folder that
+    ``flexbone search`` wrote for an SN-Net budget holds one configuration's ``model.safetensors``.
     """
     from ..elastic.subnets import load_subnet, read_subnet_config
     from ..models import create_model
+    from ..stitch.snnet import WEIGHTS_FILE, is_snnet_checkpoint, load_snnet_checkpoint
 
     if subnet is not None:
         if checkpoint is not None or model_name is not None:
             raise ConfigError("give either --subnet DIR or --model / --checkpoint, not both")
+        stitched = Path(subnet) / WEIGHTS_FILE
+        if Path(subnet).is_dir() and not (Path(subnet) / "config.json").exists() and stitched.is_file():
+            return load_source(checkpoint=stitched, config=config, **model_kwargs)  # an SN-Net search's budget
         meta = read_subnet_config(subnet)
         model = load_subnet(subnet, **model_kwargs).eval()
         return ExportSource(model, meta["model"], {**meta["kwargs"], **model_kwargs}, subnet=meta.get("subnet"),
                             supernet=meta.get("supernet"), checkpoint=str(subnet))
+    if checkpoint is not None and is_snnet_checkpoint(checkpoint):
+        net, meta = load_snnet_checkpoint(checkpoint)
+        if config is None:
+            raise ConfigError(f"{checkpoint} is an SN-Net of {net.num_configs} configurations: pick the one to export "
+                              f"with --config ID (0..{net.num_configs - 1}; `flexbone subnets` or `flexbone search` "
+                              f"evaluates them)")
+        if not 0 <= config < net.num_configs:
+            raise ConfigError(f"--config {config}: this SN-Net has configurations 0..{net.num_configs - 1}")
+        kwargs = {**net.spec, "config_id": config}
+        return ExportSource(net.extract(config).eval(), "snnet", kwargs, metadata=dict(meta),
+                            checkpoint=str(checkpoint))
+    if config is not None:
+        raise ConfigError("--config picks a configuration of an SN-Net; this checkpoint holds none")
     if checkpoint is not None:
         from ..train.checkpoint import model_from_checkpoint
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from ..bench.complexity import count_macs, count_params
-from ..errors import ConfigError
+from ..errors import ConfigError, FlexboneError
 from .anchors import AnchorView, anchor_view
 from .configs import StitchConfig, hierarchical_stitch_configs, vit_stitch_configs
 from .layer import StitchingLayer, to_rows
@@ -227,7 +227,13 @@ class SNNet(nn.Module):
             return copy.deepcopy(self.anchors[cfg.anchors[0]])
         # one deepcopy of the whole chain keeps modules that appear twice (none today) shared
         chain = copy.deepcopy(nn.ModuleList(self._path_modules(config_id)))
-        return StitchedModel(*chain, stitch_config={"id": config_id, **cfg.to_dict()}).train(self.training)
+        model = StitchedModel(*chain, stitch_config={"id": config_id, **cfg.to_dict()}).train(self.training)
+        # what export and evaluation read: the end anchor's classes and preprocessing (its module names do not apply)
+        end = self.anchors[cfg.anchors[-1]]
+        model.num_classes = getattr(end, "num_classes", None)
+        model.pretrained_cfg = model.default_cfg = {k: v for k, v in getattr(end, "default_cfg", {}).items()
+                                                    if k not in ("first_conv", "classifier")}
+        return model
 
     # ------------------------------------------------------------------------------ least squares
     @torch.no_grad()
@@ -279,7 +285,8 @@ DDP_SAMPLING = ("per_rank", "same")
 def build_snnet(anchors: Sequence[str] = ("resnet18", "resnet50"), anchor_checkpoints: Sequence[str] | None = None,
                 num_classes: int = 1000, *, kernel: int = 2, stride: int = 1, nearest: bool = True,
                 stages: Sequence[int] = (1, 2), ddp_sampling: str = "per_rank", distill_from_largest: bool = False,
-                anchor_options: Sequence[dict[str, Any]] | None = None, **anchor_kwargs: Any) -> SNNet:
+                anchor_options: Sequence[dict[str, Any]] | None = None, config_id: int | None = None,
+                **anchor_kwargs: Any) -> SNNet | nn.Module:
     """An SN-Net over registered anchors (``create_model("snnet", anchors=[...], ...)``; recipes: ``model.kwargs``).
 
     ``anchor_checkpoints``: one pretrained file per anchor (a classifier of another size is re-initialised, as
@@ -288,6 +295,8 @@ def build_snnet(anchors: Sequence[str] = ("resnet18", "resnet50"), anchor_checkp
     ``'same'``: all processes train the same one; ``distill_from_largest``: distil every configuration from a
     frozen copy of the largest anchor as it was when training started (when no ``distill.teacher`` is set).
     ``anchor_kwargs`` (``img_size``, ``drop_path_rate`` ...) go to every anchor, ``anchor_options[i]`` to anchor i.
+    ``config_id``: build configuration ``config_id`` alone as a static model (what :meth:`SNNet.extract` returns),
+    so that a saved configuration is rebuilt from its metadata (:func:`save_configuration`).
     """
     from ..models import create_model
 
@@ -308,7 +317,7 @@ def build_snnet(anchors: Sequence[str] = ("resnet18", "resnet50"), anchor_checkp
     net.spec = dict(anchors=anchors, num_classes=num_classes, kernel=kernel, stride=stride, nearest=nearest,
                     stages=list(stages), ddp_sampling=ddp_sampling, distill_from_largest=distill_from_largest,
                     anchor_options=options, **anchor_kwargs)
-    return net
+    return net if config_id is None else net.extract(config_id)
 
 
 def save_snnet(net: SNNet, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
@@ -342,6 +351,53 @@ def load_snnet(directory: str | os.PathLike) -> SNNet:
     net = build_snnet(**meta["kwargs"])
     load_checkpoint(net, directory / WEIGHTS_FILE, strict=True)
     return net
+
+
+def save_configuration(net: SNNet, config_id: int, path: str | os.PathLike,
+                       metadata: dict[str, Any] | None = None) -> Path:
+    """Configuration ``config_id`` of ``net`` as a static model in one ``.safetensors`` file, atomically. Its header
+    names ``create_model('snnet', config_id=..., **spec)``, so :func:`flexbone.train.checkpoint.model_from_checkpoint`
+    and ``flexbone export --checkpoint`` rebuild and load it like any run's weights; ``metadata`` (class names,
+    preprocessing) is kept beside."""
+    from ..train.checkpoint import save_model_weights
+
+    spec = getattr(net, "spec", None)
+    if spec is None:
+        raise ConfigError("only an SN-Net built by build_snnet / create_model('snnet') can save a configuration")
+    model_kwargs = {k: v for k, v in spec.items() if k != "num_classes"}
+    static = net.extract(config_id)
+    meta = {**(metadata or {}), "model": "snnet", "model_kwargs": {**model_kwargs, "config_id": config_id},
+            "num_classes": spec["num_classes"], "stitch_config": {"id": config_id,
+                                                                  **net.stitch_config(config_id).to_dict()}}
+    return save_model_weights(static.state_dict(), path, meta)
+
+
+def is_snnet_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds a whole SN-Net: a ``flexbone stitch`` folder (or its ``model.safetensors``), or the
+    weights / training checkpoint of a run that trained one. A saved single configuration is not one."""
+    from ..train.checkpoint import read_metadata
+
+    path = Path(path)
+    if path.is_dir():
+        return (path / CONFIG_FILE).is_file()
+    try:
+        meta = read_metadata(path)
+    except FlexboneError:  # an unreadable file is reported by the command's own loader, with its message
+        return False
+    if meta.get("format") == FORMAT:
+        return (path.parent / CONFIG_FILE).is_file()
+    return meta.get("model") == "snnet" and (meta.get("model_kwargs") or {}).get("config_id") is None
+
+
+def load_snnet_checkpoint(path: str | os.PathLike) -> tuple[SNNet, dict[str, Any]]:
+    """``(SN-Net in eval mode, metadata)`` from any path :func:`is_snnet_checkpoint` accepts."""
+    from ..train.checkpoint import model_from_checkpoint, read_metadata
+
+    path = Path(path)
+    if path.is_dir() or read_metadata(path).get("format") == FORMAT:
+        return load_snnet(path if path.is_dir() else path.parent).eval(), {}
+    net, meta = model_from_checkpoint(path, "snnet")
+    return net, meta
 
 
 def _register() -> None:
