@@ -242,8 +242,6 @@ def measure_model(name: str, args: argparse.Namespace, recipe: Any | None, bar: 
         try:
             row.update(onnxruntime_latency(name, args.img_size, batches, threads, args.warmup, args.repeats, bar),
                        onnxruntime_error="")
-        except KeyboardInterrupt:
-            raise
         except Exception as e:  # noqa: BLE001 - any failure of the export is the model's, and is reported as such
             reason = _export_failure(name, e)
             if backends == ("onnxruntime",):  # the user asked for nothing else: the comparison cannot go on
