@@ -520,6 +520,9 @@ def test_compare_checks_its_output_first(capsys, blocker):  # noqa: F811
     (["resnet8s_tiny", "--data", "digits", "--pretrained", "resnet8s_tiny={tmp}/none.pt"], "no file"),
     (["resnet8s_tiny", "--data", "digits", "--pretrained", "resnet8s_tiny={garbage}"], "garbage.pt"),
     (["resnet8s_tiny", "--data", "digits", "--pretrained", "resnet8s_tiny={cut}"], "not a readable safetensors"),
+    # a readable checkpoint of another model: refused before any measurement, naming the first key that differs
+    (["resnet10s", "--data", "digits", "--pretrained", "resnet10s={resnet}"],
+     "does not fit resnet10s: layer2.0.conv1.weight has shape (32, 64, 3, 3) in the file"),
     (["resnet8s_tiny", "--device", "cuda:7"], "--device"),
 ])
 def test_compare_bad_input_fails_in_one_line_and_keeps_the_output(capsys, tmp_path, files, argv, fragment):

@@ -120,8 +120,9 @@ def check_pretrained_fits(name: str, path: str, model_kwargs: dict[str, Any]) ->
     _, report = match_state_dict(model, state, skip_mismatched_classifier=True, adapt_first_conv=True)
     if report.ok:
         return
-    if report.mismatched:
-        key, have, want = report.mismatched[0]
+    if report.mismatched:  # the first in the model's order (a safetensors file lists its keys sorted by name)
+        order = {k: i for i, k in enumerate(model.state_dict())}
+        key, have, want = min(report.mismatched, key=lambda m: order[m[0]])
         first = f"{key} has shape {tuple(have)} in the file, {tuple(want)} in the model"
     elif report.missing:
         first = f"{report.missing[0]} is not in the file"
