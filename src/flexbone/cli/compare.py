@@ -52,8 +52,9 @@ _NATURAL_IMAGES = {"data.mean": (0.485, 0.456, 0.406), "data.std": (0.229, 0.224
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="models side by side: params, MACs, latency here, top-1 after a fine-tune",
                        description="Compare backbones on this machine: parameters, MACs, measured latency at "
-                                   "batch 1 and N, and (with --data) top-1 after the same short fine-tune. "
-                                   "Writes a table, a CSV and a PNG.",
+                                   "batch 1 and N (eager PyTorch and the exported model in onnxruntime), and "
+                                   "(with --data) top-1 after the same short fine-tune. Writes a table, a CSV and "
+                                   "a PNG.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="+", metavar="MODEL", help="registered model names (see `flexbone list`)")
     p.add_argument("--data", metavar="PATH|digits", default=None, help="fine-tune and evaluate on this data")
@@ -61,7 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recipe", default="quickstart", help="fine-tune recipe, the same for every model (default "
                                                           "quickstart; a shipped name or a YAML file)")
     p.add_argument("--pretrained", action="append", default=[], metavar="MODEL=PATH",
-                   help="start MODEL's fine-tune from this checkpoint (repeatable)")
+                   help="start MODEL's fine-tune from this checkpoint (repeatable; checked against MODEL, "
+                        "the classifier excepted, before anything is measured)")
     p.add_argument("--img-size", type=int_range(8), default=224, metavar="N",
                    help="input size for MACs, latency and the fine-tune (default 224)")
     p.add_argument("--batch-size", type=int_range(1), default=32, metavar="N",
