@@ -125,8 +125,9 @@ def _timm_module(ours: Backbone, timm_name: str) -> str:
     return MODULE_NAMES.get((type(ours).__name__, timm_name), timm_name)
 
 
-def _levels(info) -> list[tuple[int, int, str]]:
-    return [(i["num_chs"], i["reduction"], i["module"]) for i in info]
+def _timm_dicts(ours: Backbone, dicts: list[dict]) -> list[dict]:
+    """Our level dicts with timm's module names (the deliberate differences of ``MODULE_NAMES``)."""
+    return [dict(d, module=_timm_module(ours, d["module"])) for d in dicts]
 
 
 # ------------------------------------------------------------------------------ every name, meta device
@@ -158,7 +159,7 @@ def test_attributes_cfg_and_feature_info(name):
         expected = {k: v for k, v in ref.pretrained_cfg.items() if k in CFG_KEYS}
         assert {k: v for k, v in cfg.items() if k in CFG_KEYS} == expected
         assert timm.data.resolve_model_data_config(model) == timm.data.resolve_model_data_config(ref)
-        assert [(c, r, _timm_module(model, m)) for c, r, m in _levels(info)] == _levels(ref.feature_info)
+        assert _timm_dicts(model, info) == [dict(d) for d in ref.feature_info]  # every key (timm's lists: no 'index')
 
 
 @pytest.mark.parametrize("name", cases("pyramid", NAMES))
@@ -171,7 +172,7 @@ def test_four_level_pyramid_option(name):
         return
     with metadata_only():
         model = flexbone.create_model(name, features_only=True, out_indices=PYRAMID).eval()
-    assert model.feature_info.get_dicts() == list(levels)[-4:]
+    assert model.feature_info.get_dicts() == [dict(s, index=i) for i, s in enumerate(levels)][-4:]
     _, h, w = model.default_cfg["input_size"]
     maps = _nchw(model, model(torch.empty(2, model_in_chans(model), h, w, device="meta")))
     assert [m.shape[:2] for m in maps] == [(2, c) for c in model.feature_info.channels()]
@@ -244,8 +245,7 @@ def test_features_only_matches_timm(family, name):
         ours = flexbone.create_model(name, features_only=True)
         ref_pair = timm.create_model(name, features_only=True, out_indices=(1, -1))
     assert ours.feature_info.out_indices == tuple(ref.feature_info.out_indices)
-    assert ours.feature_info.channels() == ref.feature_info.channels()
-    assert ours.feature_info.reduction() == ref.feature_info.reduction()
+    assert _timm_dicts(ours, ours.feature_info.get_dicts()) == ref.feature_info.get_dicts()  # (with 'index')
     x = torch.empty(2, 3, *_input_size(name), device="meta")
     expected = [tuple(t.shape) for t in ref(x)]
     assert [tuple(t.shape) for t in ours(x)] == expected
@@ -257,7 +257,7 @@ def test_features_only_matches_timm(family, name):
         assert [tuple(t.shape) for t in ours(x)] == [every_level[i]], i
     ours.as_features((1, -1))
     assert [tuple(t.shape) for t in ours(x)] == [tuple(t.shape) for t in ref_pair(x)]
-    assert ours.feature_info.channels() == ref_pair.feature_info.channels()
+    assert _timm_dicts(ours, ours.feature_info.get_dicts()) == ref_pair.feature_info.get_dicts()
     if hasattr(ref, "output_fmt"):  # timm's FeatureListNet says its maps' layout (Swin: NHWC)
         assert ours.output_fmt == ref.output_fmt
 

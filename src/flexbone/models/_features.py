@@ -101,7 +101,9 @@ class FeatureInfo(list):
         return self.get("module", idx)
 
     def with_out_indices(self, out_indices: Sequence[int] | int | None) -> "FeatureInfo":
-        return FeatureInfo(self, out_indices)
+        """The same levels, ``out_indices`` selected, each dict with its absolute level as ``index``: timm's
+        ``FeatureInfo`` adds that key, so its feature extractors' dicts carry it (a model's own list has none)."""
+        return FeatureInfo([FeatureStage(**{**s, "index": i}) for i, s in enumerate(self)], out_indices)
 
     def from_other(self, out_indices: Sequence[int] | int | None) -> "FeatureInfo":  # timm's name
         return self.with_out_indices(out_indices)

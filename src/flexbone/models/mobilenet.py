@@ -305,9 +305,10 @@ def mobilenet_levels(stem_chs: int, stage_ends: Sequence[tuple[int, int, int]]) 
 
     ``stage_ends``: per stage of ``blocks``, (nominal reduction, reduction after dilation, channels).
     """
-    levels: dict[int, FeatureStage] = {2: FeatureStage(stem_chs, 2, "act1")}
+    # ``stage``: timm's key, 0 for the stem, i + 1 for blocks.i
+    levels: dict[int, FeatureStage] = {2: FeatureStage(stem_chs, 2, "act1", stage=0)}
     for i, (nominal, reduction, chs) in enumerate(stage_ends):
-        levels[nominal] = FeatureStage(chs, reduction, f"blocks.{i}")
+        levels[nominal] = FeatureStage(chs, reduction, f"blocks.{i}", stage=i + 1)
     return [levels[r] for r in sorted(levels)]
 
 

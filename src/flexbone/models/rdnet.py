@@ -161,7 +161,7 @@ class RDNet(Backbone):
                                      act_layer=act_layer))
             chs += n * growth
             if i + 1 == num_stages or cfg.downsample[i + 1]:
-                info.append(FeatureStage(chs, reduction, f"dense_stages.{i}"))
+                info.append(FeatureStage(chs, reduction, f"dense_stages.{i}", growth_rate=growth))  # (timm's keys)
             stages.append(nn.Sequential(*layers))
         self.dense_stages = nn.Sequential(*stages)
         self.feature_info = FeatureInfo(info)
