@@ -417,6 +417,20 @@ def test_scripting_a_parent_leaves_its_feature_extractor_alone():
     assert model.backbone is backbone and model.feature_info.channels() == [64, 128, 256, 512]
     assert len(model(torch.randn(1, 3, 32, 32)).shape) == 4
 
+    class Wrapper(torch.nn.Module):  # a parent that scripts: the backbone inside it fails loudly, not with wrong maps
+        def __init__(self, inner: torch.nn.Module):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor):
+            return self.inner(x)
+
+    wrapper = Wrapper(backbone)
+    scripted = torch.jit.script(wrapper)
+    assert wrapper.inner is backbone
+    with pytest.raises(torch.jit.Error, match="scripts on its own"):
+        scripted(torch.randn(1, 3, 32, 32))
+
 
 @pytest.mark.parametrize("family, name", cases("backward", FAMILY_CASES))
 def test_backward_reaches_every_parameter(built, family, name):

@@ -13,7 +13,7 @@ model against its own ``forward_features`` and against timm's model of the same 
 """
 from __future__ import annotations
 
-import sys
+import inspect
 from typing import Any, Sequence
 
 import torch
@@ -121,6 +121,9 @@ class Backbone(nn.Module):
     # ----------------------------------------------------------------------- shared behaviour
     def forward(self, x: torch.Tensor):
         if torch.jit.is_scripting():  # (a features_only model is scripted as its step graph: __prepare_scriptable__)
+            if self.features_only:  # scripted inside another module, where the graph cannot stand in (see below)
+                raise RuntimeError("a features_only flexbone model scripts on its own (torch.jit.script(model)), "
+                                   "not as a submodule of the module scripted")
             return self.forward_head(self.forward_features(x))
         else:
             if self.features_only:
@@ -265,9 +268,17 @@ def _prepared_inside_another_module() -> bool:
     """Whether ``torch.jit.script`` prepares this model as a submodule of the module it scripts (a segmentation
     model's backbone), not as that module itself. torch puts what ``__prepare_scriptable__`` returns into the
     parent's ``_modules`` in place, before compiling, so a swapped backbone would stay swapped in the eager parent
-    even when scripting then fails: only the scripted module itself is swapped. torch's preparing function keeps
-    the modules prepared so far in ``memo``; empty means this is the first, the module being scripted."""
-    memo = sys._getframe(2).f_locals.get("memo")
+    even when scripting then fails: only the scripted module itself is swapped.
+
+    No public API tells the two apart: ``__prepare_scriptable__`` takes no argument, torch calls it on every
+    submodule, and a module does not know its parents (scripting a copy does not help: the copy is what lands in
+    the parent). So this reads the ``memo`` of torch's preparing function (``call_prepare_scriptable_func_impl``,
+    found by name up the stack), which holds the modules prepared so far: empty for the module being scripted.
+    ``test_scripting_a_parent_leaves_its_feature_extractor_alone`` fails if torch renames either."""
+    frame = inspect.currentframe()
+    while frame is not None and frame.f_code.co_name != "call_prepare_scriptable_func_impl":
+        frame = frame.f_back
+    memo = frame.f_locals.get("memo") if frame is not None else None
     return isinstance(memo, dict) and len(memo) > 0
 
 
