@@ -8,7 +8,7 @@ twice the resolution, a factorized reduction halves it. The searched operations 
 (wiring, feature levels, pruning) are NASNet-A's (``layers/nas_ops.py``, ``models/nasnet.py``).
 
 Parameter names are timm's (``cell_5.conv_prev_1x1.path_2.conv.weight``), so timm's ``pnasnet5large``
-checkpoint loads with ``strict=True`` (``tests/test_pnasnet.py``). Feature levels are timm's: the stem conv,
+checkpoint loads with ``strict=True`` (``tests/test_nasnet.py``). Feature levels are timm's: the stem conv,
 the ReLU-activated outputs of ``cell_stem_0``, ``cell_3``, ``cell_7``, and the final activation.
 """
 from __future__ import annotations
