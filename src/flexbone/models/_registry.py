@@ -15,7 +15,8 @@ from __future__ import annotations
 import fnmatch
 import importlib
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from functools import partial
+from typing import Any, Callable, Iterable, Mapping
 
 from ..errors import FlexboneError, UnknownModelError, did_you_mean
 
@@ -64,8 +65,8 @@ def _pattern_of(name: str) -> ModelPattern | None:
 def register_model(fn: Callable | None = None, *, name: str | None = None, family: str | None = None):
     """Register a builder under its function name (or ``name``). Registering a name twice is an error.
 
-    Used as ``@register_model`` on a function, or as ``register_model(partial(...), name=..., family=...)``
-    for variants that are rows of a table.
+    Used as ``@register_model`` on a function, or as ``register_model(partial(...), name=..., family=...)``;
+    variants that are rows of a table use :func:`register_variants`.
     """
     if fn is None:
         return lambda f: register_model(f, name=name, family=family)
@@ -75,6 +76,33 @@ def register_model(fn: Callable | None = None, *, name: str | None = None, famil
     _model_entrypoints[name] = fn
     _model_family[name] = family or fn.__module__.rsplit(".", 1)[-1]
     return fn
+
+
+def register_variants(
+    model_cls: type,
+    variants: Mapping[str, Any],
+    *,
+    family: str,
+    preprocessing: Mapping[str, dict[str, Any]] | None = None,
+    build: Callable[..., Any] | None = None,
+) -> None:
+    """Register each row of a family's variant table: ``name -> row``, in the table's order.
+
+    ``create_model(name, **kwargs)`` then builds ``build(row, **kwargs)`` (default ``model_cls(row, **kwargs)``)
+    and updates its ``default_cfg`` with ``preprocessing[name]`` where the name has one (weights trained at
+    another resolution or crop). ``model_cls`` is the class built: a misspelt option is answered with its list.
+    """
+    for name, row in variants.items():
+        entry = partial(_build_variant, build or model_cls, row, (preprocessing or {}).get(name, {}))
+        entry.model_cls = model_cls  # lets create_model list the accepted options on a bad keyword
+        register_model(entry, name=name, family=family)
+
+
+def _build_variant(build: Callable[..., Any], row: Any, preprocessing: dict[str, Any], **kwargs: Any) -> Any:
+    model = build(row, **kwargs)
+    if preprocessing:
+        model.default_cfg.update(preprocessing)
+    return model
 
 
 def list_models(pattern: str | Iterable[str] = "", family: str | None = None, exclude: str | Iterable[str] = "") -> list[str]:

@@ -29,7 +29,6 @@ pretrained='resnet50.pth')`` work.
 """
 from __future__ import annotations
 
-from functools import partial
 from typing import Any, Callable, Sequence
 
 import torch
@@ -44,7 +43,7 @@ from ..layers.norm import get_norm_layer
 from ._base import Backbone
 from ._builder import create_model
 from ._features import PYRAMID, FeatureInfo, FeatureStage, feature_take_indices
-from ._registry import is_model, register_model
+from ._registry import is_model, register_variants
 
 _PROBE_SIZE = (64, 96)  # (H, W) of the shape probe: non-square, so NCHW and NHWC maps can be told apart
 
@@ -403,7 +402,4 @@ def _build(backbone: str, **kwargs: Any) -> CompositeBackbone:
     return CompositeBackbone(backbone, **kwargs)
 
 
-for _name, _backbone in VARIANTS.items():
-    _entry = partial(_build, _backbone)
-    _entry.model_cls = CompositeBackbone  # lets create_model list the accepted options on a bad keyword
-    register_model(_entry, name=_name, family="cbnet")
+register_variants(CompositeBackbone, VARIANTS, family="cbnet", build=_build)

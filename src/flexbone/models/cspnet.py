@@ -31,7 +31,7 @@ from ..layers import ClassifierHead, ConvNormAct, DropPath, make_divisible
 from ..layers.activations import create_act, get_act_layer
 from ._base import Backbone, default_cfg
 from ._features import FeatureInfo, FeatureStage
-from ._registry import register_model
+from ._registry import register_variants
 
 
 # ------------------------------------------------------------------------------------------- blocks
@@ -357,13 +357,4 @@ PREPROCESSING: dict[str, dict[str, Any]] = {
 }
 
 
-def _build(cfg: CspNetConfig, preprocessing: dict[str, Any], **kwargs: Any) -> CspNet:
-    model = CspNet(cfg, **kwargs)
-    model.default_cfg.update(preprocessing)
-    return model
-
-
-for _name, _cfg in VARIANTS.items():
-    _entry = partial(_build, _cfg, PREPROCESSING.get(_name, {}))
-    _entry.model_cls = CspNet  # lets create_model list the accepted options on a bad keyword
-    register_model(_entry, name=_name, family="cspnet")
+register_variants(CspNet, VARIANTS, family="cspnet", preprocessing=PREPROCESSING)

@@ -29,7 +29,7 @@ from ..layers import BlurPool2d, create_classifier
 from ..layers.norm_act import BatchNormAct2d
 from ._base import Backbone, default_cfg
 from ._features import FeatureInfo, FeatureStage
-from ._registry import register_model
+from ._registry import register_variants
 
 
 # ------------------------------------------------------------------------------------------- blocks
@@ -228,13 +228,4 @@ _RA_288 = dict(test_input_size=(3, 288, 288), test_crop_pct=0.95)
 PREPROCESSING: dict[str, dict[str, Any]] = {"densenet121": _RA_288, "densenetblur121d": _RA_288}
 
 
-def _build(cfg: DenseNetConfig, preprocessing: dict[str, Any], **kwargs: Any) -> DenseNet:
-    model = DenseNet(cfg, **kwargs)
-    model.default_cfg.update(preprocessing)
-    return model
-
-
-for _name, _cfg in VARIANTS.items():
-    _entry = partial(_build, _cfg, PREPROCESSING.get(_name, {}))
-    _entry.model_cls = DenseNet  # lets create_model list the accepted options on a bad keyword
-    register_model(_entry, name=_name, family="densenet")
+register_variants(DenseNet, VARIANTS, family="densenet", preprocessing=PREPROCESSING)

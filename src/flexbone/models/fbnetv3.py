@@ -16,11 +16,10 @@ models share (``strict=True``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from ..layers import MobileSqueezeExcite, make_divisible
-from ._registry import register_model
+from ._registry import register_variants
 from .mobilenet import BlockSpec, MobileNetV3, _init_weights
 
 Row = tuple  # (kind 'ds' / 'ir' / 'conv', repeats, kernel, stride, expand ratio, out channels, squeeze-excite)
@@ -114,13 +113,4 @@ class FBNetV3(MobileNetV3):
                     _init_weights(block.se)
 
 
-def _build(cfg: FBNetV3Config, preprocessing: dict[str, Any], **kwargs: Any) -> FBNetV3:
-    model = FBNetV3(cfg, **kwargs)
-    model.default_cfg.update(preprocessing)
-    return model
-
-
-for _name, _cfg in VARIANTS.items():
-    _entry = partial(_build, _cfg, PREPROCESSING[_name])
-    _entry.model_cls = FBNetV3  # lets create_model list the accepted options on a bad keyword
-    register_model(_entry, name=_name, family="fbnetv3")
+register_variants(FBNetV3, VARIANTS, family="fbnetv3", preprocessing=PREPROCESSING)

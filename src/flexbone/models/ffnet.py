@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ._base import Backbone, default_cfg, stage_info
-from ._registry import register_model
+from ._registry import register_variants
 
 BN_MOMENTUM = 0.1
 GPU_UPSAMPLE = {"mode": "bilinear", "align_corners": True}
@@ -564,12 +564,4 @@ CLASSIFICATION = [
     *(f"ffnet{b}_BBX_mobile" for b in _S_MOBILE), *(f"ffnet{b}_CBX_mobile" for b in _NS),
 ]
 
-
-def _build(name: str, **kwargs: Any) -> FFNet:
-    return FFNet(FFNetCfg.from_name(name), **kwargs)
-
-
-for _name in SEGMENTATION + CLASSIFICATION:
-    _entry = partial(_build, _name)
-    _entry.model_cls = FFNet
-    register_model(_entry, name=_name, family="ffnet")
+register_variants(FFNet, {name: FFNetCfg.from_name(name) for name in SEGMENTATION + CLASSIFICATION}, family="ffnet")

@@ -33,7 +33,7 @@ from ..layers.activations import create_act
 from ..layers.norm import get_norm_layer
 from ._base import Backbone, default_cfg
 from ._features import FeatureInfo, FeatureStage
-from ._registry import register_model
+from ._registry import register_variants
 
 
 # ---------------------------------------------------------------------------------------- harmonic links
@@ -262,7 +262,4 @@ VARIANTS: dict[str, HarDNetConfig] = {
                                                  (160, 4, 1024, False)), depthwise=True, drop_rate=0.05),
 }
 
-for _name, _cfg in VARIANTS.items():
-    _entry = partial(HarDNet, _cfg)
-    _entry.model_cls = HarDNet  # lets create_model list the accepted options on a bad keyword
-    register_model(_entry, name=_name, family="hardnet")
+register_variants(HarDNet, VARIANTS, family="hardnet")

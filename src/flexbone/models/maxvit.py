@@ -41,7 +41,7 @@ from ..layers.padding import conv2d_same, pool2d_same
 from ..layers.squeeze_excite import SEModule
 from ._base import IMAGENET_MEAN, IMAGENET_STD, Backbone, default_cfg
 from ._features import FeatureInfo, FeatureStage
-from ._registry import register_model
+from ._registry import register_variants
 from .vit import Mlp
 
 GeluTanh = partial(nn.GELU, approximate="tanh")  # TF's gelu(approximate=True), timm's 'gelu_tanh'
@@ -362,7 +362,4 @@ VARIANTS: dict[str, MaxVitConfig] = {
     "maxvit_base_tf_224": MaxVitConfig(embed_dim=(96, 192, 384, 768), depths=(2, 6, 14, 2), head_hidden_size=768),
 }
 
-for _name, _cfg in VARIANTS.items():
-    _entry = partial(MaxVit, _cfg)
-    _entry.model_cls = MaxVit  # lets create_model list the accepted options on a bad keyword
-    register_model(_entry, name=_name, family="maxvit")
+register_variants(MaxVit, VARIANTS, family="maxvit")

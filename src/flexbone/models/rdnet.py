@@ -16,7 +16,6 @@ checkpoints load with ``strict=True``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Callable, Sequence
 
 import torch
@@ -31,7 +30,7 @@ from ..layers.layer_norm import LayerNorm2d
 from ..layers.norm_mlp_head import NormMlpClassifierHead
 from ._base import Backbone, default_cfg
 from ._features import FeatureInfo, FeatureStage
-from ._registry import register_model
+from ._registry import register_variants
 
 
 # ------------------------------------------------------------------------------------------- blocks
@@ -226,7 +225,4 @@ VARIANTS: dict[str, RDNetConfig] = {
     "rdnet_large": _rdnet(144, [128, 192] + [256] * 8 + [360] * 2, down_at=(10,)),
 }
 
-for _name, _cfg in VARIANTS.items():
-    _entry = partial(RDNet, _cfg)
-    _entry.model_cls = RDNet  # lets create_model list the accepted options on a bad keyword
-    register_model(_entry, name=_name, family="rdnet")
+register_variants(RDNet, VARIANTS, family="rdnet")

@@ -15,13 +15,12 @@ checkpoints load with ``strict=True``.
 from __future__ import annotations
 
 import math
-from functools import partial
 from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 
-from ._registry import register_model
+from ._registry import register_variants
 from .resnet import BottleneckBase, ResNet
 
 
@@ -116,7 +115,4 @@ def _build(variant: dict[str, Any], **kwargs: Any) -> ResNet:
     return ResNet(**{**variant, **kwargs})
 
 
-for _name, _variant in VARIANTS.items():
-    _entry = partial(_build, _variant)
-    _entry.model_cls = ResNet  # lets create_model list the accepted options on a bad keyword
-    register_model(_entry, name=_name, family="res2net")
+register_variants(ResNet, VARIANTS, family="res2net", build=_build)

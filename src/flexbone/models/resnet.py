@@ -24,7 +24,7 @@ from ..layers.activations import get_act_layer
 from ..layers.norm import BatchNorm2d, get_norm_layer
 from ._base import Backbone, default_cfg
 from ._features import FeatureInfo, FeatureStage
-from ._registry import register_model
+from ._registry import register_variants
 
 
 # ------------------------------------------------------------------------------------------- blocks
@@ -515,13 +515,8 @@ PREPROCESSING: dict[str, dict[str, Any]] = {
 }
 
 
-def _build(variant: dict[str, Any], preprocessing: dict[str, Any], **kwargs: Any) -> ResNet:
-    model = ResNet(**{**variant, **kwargs})
-    model.default_cfg.update(preprocessing)
-    return model
+def _build(variant: dict[str, Any], **kwargs: Any) -> ResNet:
+    return ResNet(**{**variant, **kwargs})
 
 
-for _name, _variant in VARIANTS.items():
-    _entry = partial(_build, _variant, PREPROCESSING.get(_name, {}))
-    _entry.model_cls = ResNet  # lets create_model list the accepted options on a bad keyword
-    register_model(_entry, name=_name, family="resnet")
+register_variants(ResNet, VARIANTS, family="resnet", preprocessing=PREPROCESSING, build=_build)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Sequence
 
 import torch
@@ -24,7 +23,7 @@ from ..errors import ConfigError
 from ..layers.drop import DropPath
 from ._base import IMAGENET_MEAN, IMAGENET_STD, Backbone, default_cfg
 from ._features import FeatureInfo, FeatureStage
-from ._registry import register_model
+from ._registry import register_variants
 from .vit import Mlp, PatchEmbed, _take_indices
 
 
@@ -338,8 +337,7 @@ VARIANTS: dict[str, SwinSpec] = {
 }
 
 
-def _build(name: str, **kwargs: Any) -> SwinTransformer:
-    spec = VARIANTS[name]
+def _build(spec: SwinSpec, **kwargs: Any) -> SwinTransformer:
     model = SwinTransformer(patch_size=spec.patch_size, embed_dim=spec.embed_dim, depths=spec.depths,
                             num_heads=spec.num_heads, window_size=spec.window_size, **kwargs)
     size = model.patch_embed.img_size[0]
@@ -349,7 +347,4 @@ def _build(name: str, **kwargs: Any) -> SwinTransformer:
     return model
 
 
-for _name in VARIANTS:
-    _entry = partial(_build, _name)
-    _entry.model_cls = SwinTransformer
-    register_model(_entry, name=_name, family="swin")
+register_variants(SwinTransformer, VARIANTS, family="swin", build=_build)

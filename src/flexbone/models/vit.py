@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..layers.drop import DropPath
 from ._base import IMAGENET_MEAN, IMAGENET_STD, Backbone, default_cfg
 from ._features import FeatureInfo, FeatureStage
-from ._registry import register_model
+from ._registry import register_variants
 
 INCEPTION_MEAN = (0.5, 0.5, 0.5)
 INCEPTION_STD = (0.5, 0.5, 0.5)
@@ -312,8 +312,8 @@ VARIANTS: dict[str, tuple[ViTSpec, dict[str, Any]]] = {
 }
 
 
-def _build(name: str, **kwargs: Any) -> VisionTransformer:
-    spec, cfg = VARIANTS[name]
+def _build(variant: tuple[ViTSpec, dict[str, Any]], **kwargs: Any) -> VisionTransformer:
+    spec, cfg = variant
     model = VisionTransformer(patch_size=spec.patch_size, embed_dim=spec.embed_dim, depth=spec.depth,
                               num_heads=spec.num_heads, **kwargs)
     size = model.patch_embed.img_size[0]
@@ -323,7 +323,4 @@ def _build(name: str, **kwargs: Any) -> VisionTransformer:
     return model
 
 
-for _name in VARIANTS:
-    _entry = partial(_build, _name)
-    _entry.model_cls = VisionTransformer
-    register_model(_entry, name=_name, family="vit")
+register_variants(VisionTransformer, VARIANTS, family="vit", build=_build)

@@ -30,7 +30,7 @@ from ..layers.activations import get_act_layer
 from ..layers.norm import BatchNorm2d, get_norm_layer
 from ._base import Backbone, default_cfg
 from ._features import FeatureInfo, FeatureStage
-from ._registry import register_model
+from ._registry import register_variants
 
 _ATTN_LAYERS: dict[str, Callable[[int], nn.Module]] = {"ese": EffectiveSEModule, "eca": EcaModule}
 
@@ -280,13 +280,4 @@ PREPROCESSING: dict[str, dict[str, Any]] = {
 }
 
 
-def _build(cfg: VoVNetConfig, preprocessing: dict[str, Any], **kwargs: Any) -> VoVNet:
-    model = VoVNet(cfg, **kwargs)
-    model.default_cfg.update(preprocessing)
-    return model
-
-
-for _name, _cfg in VARIANTS.items():
-    _entry = partial(_build, _cfg, PREPROCESSING.get(_name, {}))
-    _entry.model_cls = VoVNet  # lets create_model list the accepted options on a bad keyword
-    register_model(_entry, name=_name, family="vovnet")
+register_variants(VoVNet, VARIANTS, family="vovnet", preprocessing=PREPROCESSING)
