@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 
 import flexbone
@@ -91,3 +93,25 @@ def assert_preprocessing_matches(timm, names) -> None:
         cfg = build_on_meta(name).default_cfg
         assert {k: cfg.get(k) for k in PREPROCESSING_KEYS} == {k: ref.get(k) for k in PREPROCESSING_KEYS}, name
         assert cfg.get("test_crop_pct") == ref.get("test_crop_pct"), name
+
+
+def assert_pruning_matches(timm, name: str, size: int = 64, **kwargs) -> None:
+    """``prune_intermediate_layers`` as timm's in each case: a cut trunk with the head dropped or kept asked for,
+    and the head alone (the trunk whole): the levels kept, the state dict's keys and shapes, the widths
+    (``num_features``, ``head_hidden_size``) and what the pruned model returns for the same weights."""
+    ref = randomize_(timm.create_model(name, **kwargs), keep_random_init=True).eval()
+    n = len(ref.feature_info)
+    x = torch.randn(1, 3, size, size)
+    for indices, prune_head in (([0, n - 2], True), ([0, n - 2], False), ([0, n - 1], True)):
+        theirs = copy.deepcopy(ref)
+        ours = _build_for_loading(name, **kwargs).eval()
+        assert flexbone.load_checkpoint(ours, ref.state_dict(), strict=True).ok
+        case = (name, indices, prune_head)
+        assert ours.prune_intermediate_layers(indices, prune_head=prune_head) == \
+            list(theirs.prune_intermediate_layers(indices, prune_head=prune_head)), case
+        assert {k: v.shape for k, v in ours.state_dict().items()} == \
+            {k: v.shape for k, v in theirs.state_dict().items()}, case
+        assert (ours.num_features, ours.head_hidden_size) == (theirs.num_features, theirs.head_hidden_size), case
+        with torch.no_grad():
+            expected = theirs(x)
+            assert max_abs_diff(ours(x), expected) <= 1e-5 and expected.std() > 0, case

@@ -14,7 +14,8 @@ from flexbone.errors import ConfigError
 from flexbone.models.maxvit import VARIANTS
 
 from _helpers import max_abs_diff, randomize_
-from _zoo_parity import assert_features_match, assert_outputs_match, assert_preprocessing_matches
+from _zoo_parity import (assert_features_match, assert_outputs_match, assert_preprocessing_matches,
+                         assert_pruning_matches)
 
 timm = pytest.importorskip("timm")
 
@@ -89,3 +90,7 @@ def test_onnx_export_matches_onnxruntime(tmp_path):
     result = export_onnx(model, tmp_path / "m.onnx", {"random": torch.randn(2, 3, 64, 64)}, what="maxvit",
                          dynamic_batch=True)  # checked in onnxruntime against the eager model, else ExportError
     assert result["max_abs_diff"]["random"] < 1e-4 and (tmp_path / "m.onnx").exists()
+
+
+def test_pruning_is_timms():
+    assert_pruning_matches(timm, "maxvit_tiny_tf_224", img_size=64)  # norm and hidden layer go with head or trunk

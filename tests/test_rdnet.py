@@ -12,7 +12,7 @@ from flexbone.models.rdnet import VARIANTS
 
 from _helpers import max_abs_diff, randomize_
 from _zoo_parity import (assert_features_match, assert_outputs_match, assert_param_count,
-                         assert_preprocessing_matches)
+                         assert_preprocessing_matches, assert_pruning_matches)
 
 timm = pytest.importorskip("timm")
 
@@ -61,3 +61,7 @@ def test_stochastic_depth_rates_are_timms():
 
 def test_preprocessing_is_timms():
     assert_preprocessing_matches(timm, sorted(VARIANTS))
+
+
+def test_pruning_is_timms():
+    assert_pruning_matches(timm, "rdnet_tiny")  # the head's norm goes with the head or a cut trunk

@@ -71,6 +71,9 @@ class Backbone(nn.Module):
     _features_tail: tuple[str, ...] = ()
     # head modules sized by the trunk's width, which prune_intermediate_layers removes with the trunk's end
     _head_after_trunk: tuple[str, ...] = ()
+    # the head is a NormMlpClassifierHead (RDNet, MaxViT) under ``self.head``, whose norm and hidden layer
+    # prune_intermediate_layers removes as timm does (see _prune_norm_mlp_head)
+    _norm_mlp_head: bool = False
     # layout of the ``features_only`` maps, as timm's feature extractor of the same model reports it
     # (``'NHWC'`` for Swin, whose stages run channels-last; ``'NCHW'`` everywhere else)
     output_fmt: str = "NCHW"
@@ -246,7 +249,22 @@ class Backbone(nn.Module):
                     setattr(self.get_submodule(parent) if parent else self, child, nn.Identity())
         if prune_head:
             self.reset_classifier(0, "")
+        if self._norm_mlp_head:
+            self._prune_norm_mlp_head(take, prune_head)
         return take
+
+    def _prune_norm_mlp_head(self, take: Sequence[int], prune_head: bool) -> None:
+        """timm's rule for a ``NormMlpClassifierHead``: its norm and hidden layer are sized for the last level, so
+        they go with the classifier, and a trunk cut before that level takes the whole head (``num_features``
+        become the kept level's)."""
+        cut = max(take) < len(self.feature_info) - 1
+        if cut:
+            self.num_features = self.feature_info[max(take)]["num_chs"]
+        if prune_head or cut:
+            head = self.head
+            head.norm, head.pre_logits, head.hidden_size = nn.Identity(), nn.Identity(), None
+            head.in_features = head.num_features = self.num_features
+            self.reset_classifier(0, "")  # the family's: no fc, no pooling, head_hidden_size = head.num_features
 
     def as_features(self, out_indices: Sequence[int] | int | None = None) -> "Backbone":
         """Turn this model into a feature extractor: drop the head, return a list of stage maps.

@@ -275,6 +275,8 @@ class MaxVit(Backbone):
         output_stride: 32 only (windowed attention at fixed partition sizes).
     """
 
+    _norm_mlp_head = True  # prune_intermediate_layers drops the head's norm and hidden layer as timm's does
+
     def __init__(self, cfg: MaxVitConfig, img_size: int = 224, num_classes: int = 1000, in_chans: int = 3,
                  global_pool: str = "avg", output_stride: int = 32, drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0, attn_drop_rate: float = 0.0, proj_drop_rate: float = 0.0):
@@ -329,16 +331,6 @@ class MaxVit(Backbone):
             self.global_pool = global_pool
         self.head.reset(num_classes, global_pool)
         self.head_hidden_size = self.head.num_features
-
-    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> list[int]:
-        """As timm: the head's norm and hidden layer are sized for the last stage and go with a cut trunk."""
-        take = super().prune_intermediate_layers(indices, prune_norm=prune_norm, prune_head=prune_head)
-        if max(take) < len(self.feature_info) - 1:
-            self.num_features = self.head_hidden_size = self.feature_info[max(take)]["num_chs"]
-            self.head.norm, self.head.pre_logits = nn.Identity(), nn.Identity()
-            self.head.num_features = self.num_features
-        return take
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)  # (B, C0, H/2, W/2)

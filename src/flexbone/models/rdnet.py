@@ -16,7 +16,7 @@ checkpoints load with ``strict=True``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -117,6 +117,8 @@ class RDNet(Backbone):
         output_stride: 32 only (the transitions are patchify convs).
     """
 
+    _norm_mlp_head = True  # prune_intermediate_layers drops the head's norm as timm's does
+
     def __init__(
         self,
         cfg: RDNetConfig,
@@ -185,15 +187,6 @@ class RDNet(Backbone):
         self.num_classes = num_classes
         self.head.reset(num_classes, global_pool)
         self.head_hidden_size = self.head.num_features
-
-    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> list[int]:
-        """As timm: the head's norm is sized for the last stage and goes with the classifier."""
-        take = super().prune_intermediate_layers(indices, prune_norm=prune_norm, prune_head=prune_head)
-        if prune_head or max(take) < len(self.feature_info) - 1:
-            self.head.norm = nn.Identity()
-            self.head.pre_logits = nn.Identity()
-        return take
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
