@@ -179,13 +179,17 @@ def _linear_drop_path(drop_path_rate: float, depths: Sequence[int]) -> list[list
     return [r.tolist() for r in torch.linspace(0, drop_path_rate, sum(depths), device="cpu").split(list(depths))]
 
 
-def _check_output_stride(output_stride: int) -> None:
+def _check_stage_args(output_stride: int, *per_stage: Sequence) -> None:
+    """Both PVTs: output stride 32, and one entry per stage (4) in depths, embed_dims, num_heads, sr_ratios and
+    mlp_ratios (``per_stage``)."""
     if output_stride != 32:
         raise ConfigError(
             f"output_stride={output_stride} is not supported by the Pyramid Vision Transformers: their patch "
             f"embeddings fix the output stride at 32 (a dilated variant would need re-trained position "
             f"information). Use output_stride=32 and take the stride-8/16 levels from features_only=True."
         )
+    if not all(len(v) == 4 for v in per_stage):
+        raise ConfigError("depths, embed_dims, num_heads, sr_ratios and mlp_ratios need one entry per stage (4)")
 
 
 # ------------------------------------------------------------------------------------------- models
@@ -222,9 +226,7 @@ class PyramidVisionTransformerV2(Backbone):
         drop_path_rate: float = 0.0,
     ):
         super().__init__()
-        _check_output_stride(output_stride)
-        if not len(depths) == len(embed_dims) == len(num_heads) == len(sr_ratios) == len(mlp_ratios) == 4:
-            raise ConfigError("depths, embed_dims, num_heads, sr_ratios and mlp_ratios need one entry per stage (4)")
+        _check_stage_args(output_stride, depths, embed_dims, num_heads, sr_ratios, mlp_ratios)
         self.num_classes = num_classes
         self.drop_rate = drop_rate
 
@@ -344,9 +346,7 @@ class PyramidVisionTransformer(Backbone):
         drop_path_rate: float = 0.0,
     ):
         super().__init__()
-        _check_output_stride(output_stride)
-        if not len(depths) == len(embed_dims) == len(num_heads) == len(sr_ratios) == len(mlp_ratios) == 4:
-            raise ConfigError("depths, embed_dims, num_heads, sr_ratios and mlp_ratios need one entry per stage (4)")
+        _check_stage_args(output_stride, depths, embed_dims, num_heads, sr_ratios, mlp_ratios)
         self.num_classes = num_classes
         self.drop_rate = drop_rate
         self.num_stages = 4
