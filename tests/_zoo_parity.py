@@ -115,3 +115,29 @@ def assert_pruning_matches(timm, name: str, size: int = 64, **kwargs) -> None:
         with torch.no_grad():
             expected = theirs(x)
             assert max_abs_diff(ours(x), expected) <= 1e-5 and expected.std() > 0, case
+
+
+def assert_train_mode_matches(timm, name: str, size: int = 64, **kwargs) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Train mode (batch statistics) with options other than the defaults (``kwargs``: classes, input channels,
+    pooling ...): timm's randomised state dict loads strictly and the logits are equal (<= 1e-5). Returns
+    (ours, timm's) for the family's own checks."""
+    ref = randomize_(timm.create_model(name, **kwargs))
+    ours = flexbone.create_model(name, **kwargs)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, kwargs.get("in_chans", 3), size, size)
+    out = ours(x)
+    assert out.shape == (2, kwargs.get("num_classes", 1000)) and max_abs_diff(out, ref(x)) <= 1e-5
+    return ours, ref
+
+
+def assert_drop_path_rates_match(timm, name: str, rate: float) -> None:
+    """Stochastic depth at ``drop_path_rate=rate``: every ``DropPath`` module's name and rate as timm's, the
+    deepest at ``rate`` (both models on the meta device: only the modules' settings are compared)."""
+    with torch.device("meta"):
+        ref = timm.create_model(name, drop_path_rate=rate)
+        ours = flexbone.create_model(name, drop_path_rate=rate)
+
+    def rates(model):
+        return {n: round(m.drop_prob, 6) for n, m in model.named_modules() if type(m).__name__ == "DropPath"}
+
+    assert rates(ours) == rates(ref) and abs(max(rates(ours).values()) - rate) < 1e-6, name

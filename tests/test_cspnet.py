@@ -6,14 +6,12 @@ and without the focus stem) loads timm's state dict strictly and gives the same 
 <= 1e-5), also dilated and in train mode; the feature levels are timm's.
 """
 import pytest
-import torch
 
 import flexbone
 from flexbone.models.cspnet import VARIANTS
 
-from _helpers import max_abs_diff, randomize_
-from _zoo_parity import (assert_features_match, assert_outputs_match, assert_param_count,
-                         assert_preprocessing_matches)
+from _zoo_parity import (assert_drop_path_rates_match, assert_features_match, assert_outputs_match,
+                         assert_param_count, assert_preprocessing_matches, assert_train_mode_matches)
 
 timm = pytest.importorskip("timm")
 
@@ -48,24 +46,13 @@ def test_dilated_outputs_match(name, output_stride):
 
 
 def test_train_mode_and_options_match_timm():
-    kwargs = dict(num_classes=7, in_chans=1, global_pool="catavgmax")
-    ref = randomize_(timm.create_model("cs3darknet_focus_s", **kwargs))
-    ours = flexbone.create_model("cs3darknet_focus_s", **kwargs)
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    x = torch.randn(2, 1, 64, 64)
-    out = ours(x)
-    assert out.shape == (2, 7) and max_abs_diff(out, ref(x)) <= 1e-5
+    ours, ref = assert_train_mode_matches(timm, "cs3darknet_focus_s", num_classes=7, in_chans=1,
+                                          global_pool="catavgmax")
     assert ours.head_hidden_size == ref.head_hidden_size == 2 * ours.num_features
 
 
 def test_stochastic_depth_rates_are_timms():
-    ref = timm.create_model("cs3darknet_s", drop_path_rate=0.2)
-    ours = flexbone.create_model("cs3darknet_s", drop_path_rate=0.2)
-
-    def rates(model):
-        return {n: round(m.drop_prob, 6) for n, m in model.named_modules() if type(m).__name__ == "DropPath"}
-
-    assert rates(ours) == rates(ref) and max(rates(ours).values()) == pytest.approx(0.2)
+    assert_drop_path_rates_match(timm, "cs3darknet_s", 0.2)
 
 
 @pytest.mark.parametrize("name", ["cspresnet50", "cspdarknet53", "cs3darknet_focus_s"])

@@ -14,7 +14,7 @@ from flexbone.models.densenet import VARIANTS
 
 from _helpers import max_abs_diff, randomize_
 from _zoo_parity import (assert_features_match, assert_outputs_match, assert_param_count,
-                         assert_preprocessing_matches)
+                         assert_preprocessing_matches, assert_train_mode_matches)
 
 timm = pytest.importorskip("timm")
 torchvision = pytest.importorskip("torchvision")
@@ -65,13 +65,7 @@ def test_feature_levels_are_timms():
 
 def test_train_mode_and_options_match_timm():
     # train-mode BN, 1 input channel, another pooling and class count, dropout after each dense layer off
-    kwargs = dict(num_classes=7, in_chans=1, global_pool="catavgmax")
-    ref = randomize_(timm.create_model("densenet121", **kwargs))
-    ours = flexbone.create_model("densenet121", **kwargs)
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    x = torch.randn(2, 1, 64, 64)
-    out = ours(x)
-    assert out.shape == (2, 7) and max_abs_diff(out, ref(x)) <= 1e-5
+    ours, ref = assert_train_mode_matches(timm, "densenet121", num_classes=7, in_chans=1, global_pool="catavgmax")
     assert ours.num_features == ref.num_features and ours.head_hidden_size == ref.head_hidden_size
 
 

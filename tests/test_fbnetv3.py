@@ -5,14 +5,12 @@ widths and repeats) give timm's outputs (eval, fp32, <= 1e-5), also in train mod
 levels and preprocessing are timm's.
 """
 import pytest
-import torch
 
 import flexbone
 from flexbone.models.fbnetv3 import VARIANTS
 
-from _helpers import max_abs_diff, randomize_
 from _zoo_parity import (assert_features_match, assert_outputs_match, assert_param_count,
-                         assert_preprocessing_matches)
+                         assert_preprocessing_matches, assert_train_mode_matches)
 
 timm = pytest.importorskip("timm")
 
@@ -36,13 +34,7 @@ def test_timm_outputs_and_feature_levels_match(name):
 
 
 def test_train_mode_and_options_match_timm():
-    kwargs = dict(num_classes=7, in_chans=1, drop_path_rate=0.0)
-    ref = randomize_(timm.create_model("fbnetv3_b", **kwargs))
-    ours = flexbone.create_model("fbnetv3_b", **kwargs)
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    x = torch.randn(2, 1, 64, 64)
-    out = ours(x)
-    assert out.shape == (2, 7) and max_abs_diff(out, ref(x)) <= 1e-5
+    ours, ref = assert_train_mode_matches(timm, "fbnetv3_b", num_classes=7, in_chans=1, drop_path_rate=0.0)
     assert (ours.num_features, ours.head_hidden_size) == (ref.num_features, ref.head_hidden_size) == (1344, 1984)
 
 

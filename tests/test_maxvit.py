@@ -13,9 +13,9 @@ from flexbone.bench.complexity import build_on_meta
 from flexbone.errors import ConfigError
 from flexbone.models.maxvit import VARIANTS
 
-from _helpers import max_abs_diff, randomize_
-from _zoo_parity import (assert_features_match, assert_outputs_match, assert_preprocessing_matches,
-                         assert_pruning_matches)
+from _helpers import randomize_
+from _zoo_parity import (assert_drop_path_rates_match, assert_features_match, assert_outputs_match,
+                         assert_preprocessing_matches, assert_pruning_matches, assert_train_mode_matches)
 
 timm = pytest.importorskip("timm")
 
@@ -47,24 +47,11 @@ def test_timm_outputs_and_feature_maps_match(size):
 
 
 def test_train_mode_and_options_match_timm():
-    kwargs = dict(img_size=64, num_classes=7, in_chans=1, global_pool="max")
-    ref = randomize_(timm.create_model("maxvit_tiny_tf_224", **kwargs))
-    ours = flexbone.create_model("maxvit_tiny_tf_224", **kwargs)
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    x = torch.randn(2, 1, 64, 64)
-    out = ours(x)  # train mode: batch statistics
-    assert out.shape == (2, 7) and max_abs_diff(out, ref(x)) <= 1e-5
+    assert_train_mode_matches(timm, "maxvit_tiny_tf_224", img_size=64, num_classes=7, in_chans=1, global_pool="max")
 
 
 def test_stochastic_depth_rates_are_timms():
-    with torch.device("meta"):
-        ref = timm.create_model("maxvit_tiny_tf_224", drop_path_rate=0.3)
-        ours = flexbone.create_model("maxvit_tiny_tf_224", drop_path_rate=0.3)
-
-    def rates(model):
-        return {n: round(m.drop_prob, 6) for n, m in model.named_modules() if type(m).__name__ == "DropPath"}
-
-    assert rates(ours) == rates(ref) and max(rates(ours).values()) == pytest.approx(0.3)
+    assert_drop_path_rates_match(timm, "maxvit_tiny_tf_224", 0.3)
 
 
 def test_preprocessing_is_timms():

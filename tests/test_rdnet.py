@@ -10,9 +10,9 @@ import torch
 import flexbone
 from flexbone.models.rdnet import VARIANTS
 
-from _helpers import max_abs_diff, randomize_
-from _zoo_parity import (assert_features_match, assert_outputs_match, assert_param_count,
-                         assert_preprocessing_matches, assert_pruning_matches)
+from _zoo_parity import (assert_drop_path_rates_match, assert_features_match, assert_outputs_match,
+                         assert_param_count, assert_preprocessing_matches, assert_pruning_matches,
+                         assert_train_mode_matches)
 
 timm = pytest.importorskip("timm")
 
@@ -39,24 +39,11 @@ def test_timm_outputs_and_feature_maps_match():
 
 
 def test_train_mode_and_options_match_timm():
-    kwargs = dict(num_classes=7, in_chans=1, global_pool="max")
-    ref = randomize_(timm.create_model("rdnet_tiny", **kwargs))
-    ours = flexbone.create_model("rdnet_tiny", **kwargs)
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    x = torch.randn(2, 1, 64, 64)
-    out = ours(x)
-    assert out.shape == (2, 7) and max_abs_diff(out, ref(x)) <= 1e-5
+    assert_train_mode_matches(timm, "rdnet_tiny", num_classes=7, in_chans=1, global_pool="max")
 
 
 def test_stochastic_depth_rates_are_timms():
-    with torch.device("meta"):
-        ref = timm.create_model("rdnet_tiny", drop_path_rate=0.3)
-        ours = flexbone.create_model("rdnet_tiny", drop_path_rate=0.3)
-
-    def rates(model):
-        return {n: round(m.drop_prob, 6) for n, m in model.named_modules() if type(m).__name__ == "DropPath"}
-
-    assert rates(ours) == rates(ref) and max(rates(ours).values()) == pytest.approx(0.3)
+    assert_drop_path_rates_match(timm, "rdnet_tiny", 0.3)
 
 
 def test_preprocessing_is_timms():

@@ -5,14 +5,12 @@ device); one model of each kind (scale 2/4/8, Res2NeXt, ResNet-D stem) loads tim
 gives the same outputs (eval, fp32, <= 1e-5), also dilated and in train mode.
 """
 import pytest
-import torch
 
 import flexbone
 from flexbone.models.res2net import VARIANTS
 
-from _helpers import max_abs_diff, randomize_
-from _zoo_parity import (assert_features_match, assert_outputs_match, assert_param_count,
-                         assert_preprocessing_matches)
+from _zoo_parity import (assert_drop_path_rates_match, assert_features_match, assert_outputs_match,
+                         assert_param_count, assert_preprocessing_matches, assert_train_mode_matches)
 
 timm = pytest.importorskip("timm")
 
@@ -42,23 +40,11 @@ def test_dilated_outputs_match():
 
 
 def test_train_mode_and_options_match_timm():
-    kwargs = dict(num_classes=7, in_chans=1, global_pool="avgmax")
-    ref = randomize_(timm.create_model("res2net50_26w_6s", **kwargs))
-    ours = flexbone.create_model("res2net50_26w_6s", **kwargs)
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    x = torch.randn(2, 1, 64, 64)
-    out = ours(x)
-    assert out.shape == (2, 7) and max_abs_diff(out, ref(x)) <= 1e-5
+    assert_train_mode_matches(timm, "res2net50_26w_6s", num_classes=7, in_chans=1, global_pool="avgmax")
 
 
 def test_stochastic_depth_rates_are_timms():
-    ref = timm.create_model("res2net50_26w_4s", drop_path_rate=0.2)
-    ours = flexbone.create_model("res2net50_26w_4s", drop_path_rate=0.2)
-
-    def rates(model):
-        return {n: round(m.drop_prob, 6) for n, m in model.named_modules() if type(m).__name__ == "DropPath"}
-
-    assert rates(ours) == rates(ref) and max(rates(ours).values()) == pytest.approx(0.2)
+    assert_drop_path_rates_match(timm, "res2net50_26w_4s", 0.2)
 
 
 def test_feature_levels_are_timms():
