@@ -52,6 +52,56 @@ def assert_training_gradients_match(ours: nn.Module, ref: nn.Module, x: torch.Te
     return got
 
 
+def assert_extract_equals_active_path(net: nn.Module, cfg, static_cls: type, classifier: str) -> nn.Module:
+    """A supernet's ``extract()`` after ``set_active(cfg)``, in eval and train mode: a ``static_cls`` in the same
+    mode whose output and intermediate maps (the features a detector would take) equal the active path's
+    (<= 1e-6), and an independent copy (changing the supernet's ``classifier`` weights leaves it as it was).
+    ``net`` is changed (modes, BN statistics): pass a copy of a shared fixture. Returns the last extracted model."""
+    xb = torch.randn(2, 3, 64, 64)
+    for train in (False, True):
+        net.train(train)
+        net.set_active(cfg)
+        sub = net.extract()
+        assert type(sub) is static_cls and sub.training == train
+        with torch.no_grad():
+            assert max_abs_diff(sub(xb), net(xb)) <= 1e-6
+            for a, b in zip(sub.forward_intermediates(xb, intermediates_only=True),
+                            net.forward_intermediates(xb, intermediates_only=True), strict=True):
+                assert max_abs_diff(a, b) <= 1e-6
+    before = sub.get_submodule(classifier).weight.clone()
+    with torch.no_grad():
+        net.get_submodule(classifier).weight.add_(1.0)
+    assert torch.equal(sub.get_submodule(classifier).weight, before)
+    return sub
+
+
+def assert_saved_subnet_reloads(net: nn.Module, cfg, folder, x: torch.Tensor, static_cls: type) -> dict:
+    """``save_subnet(net, folder, cfg)`` comes back three ways, each a ``static_cls`` with the recorded parameter
+    count and the supernet's output for ``cfg`` (<= 1e-6): ``load_subnet``, ``create_model`` with the recorded
+    arguments, the static class itself. Returns the folder's ``config.json``."""
+    import json
+
+    import flexbone
+    from flexbone.elastic import SubnetConfig, load_subnet, save_subnet
+
+    folder = save_subnet(net, folder, cfg)
+    with torch.no_grad():
+        expected = net(x)
+    meta = json.loads((folder / "config.json").read_text())
+    assert meta["model"] == f"{net.name}_subnet" and meta["subnet"] == cfg.to_dict()
+    assert SubnetConfig.from_json(folder / "config.json") == cfg
+    loaded = [
+        load_subnet(folder),
+        flexbone.create_model(meta["model"], pretrained=folder / "model.safetensors", **meta["kwargs"]),
+        static_cls(**meta["architecture"]["kwargs"]),
+    ]
+    flexbone.load_checkpoint(loaded[2], folder / "model.safetensors", strict=True)
+    for model in loaded:
+        assert type(model) is static_cls and model.num_params() == meta["params"]
+        with torch.no_grad():
+            assert max_abs_diff(model.eval()(x), expected) <= 1e-6
+    return meta
+
 def sized(name: str, size: int) -> tuple[dict, int]:
     """create_model arguments and an input size near ``size`` that ``name`` accepts: a fixed-size transformer
     (ViT, Swin: timm's ``fixed_input_size``) is built for ``size``; a valid-padding family (Inception:

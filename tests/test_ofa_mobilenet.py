@@ -14,13 +14,14 @@ import pytest
 import torch
 
 import flexbone
-from flexbone.elastic import SubnetConfig, load_subnet, recalibrate_bn, save_subnet
+from flexbone.elastic import SubnetConfig, load_subnet, recalibrate_bn
 from flexbone.elastic.ofa_mobilenet import (VARIANTS, OFAMobileNetSpec, convert_ofa_static_checkpoint,
                                             static_from_ofa_config)
 from flexbone.errors import CheckpointError, ConfigError
 from flexbone.models.mobilenet import MobileNetV2, MobileNetV3
 
-from _helpers import assert_training_gradients_match, max_abs_diff, num_params, randomize_
+from _helpers import (assert_extract_equals_active_path, assert_saved_subnet_reloads,
+                      assert_training_gradients_match, max_abs_diff, num_params, randomize_)
 
 ofa_nets = pytest.importorskip("ofa.imagenet_classification.elastic_nn.networks")
 
@@ -280,48 +281,18 @@ def test_reference_checkpoint_namings_load(nets, x):
                                          (PROXYLESS, "min"), (PROXYLESS, "random1")])
 def test_extracted_subnet_equals_active_path(nets, name, config):
     net = copy.deepcopy(nets(name)[1])  # train mode moves BN statistics: keep the shared fixture clean
-    xb = torch.randn(2, 3, 64, 64)
     cfg = CONFIGS[name][config]
-    for train in (False, True):
-        net.train(train)
-        net.set_active(cfg)
-        sub = net.extract()
-        assert type(sub) is STATIC[name] and sub.training == train
-        assert sub.default_cfg["input_size"] == (3, cfg.resolution, cfg.resolution)
-        with torch.no_grad():
-            assert max_abs_diff(sub(xb), net(xb)) <= 1e-6
-            # the features a detector would take agree too
-            for a, b in zip(sub.forward_intermediates(xb, intermediates_only=True),
-                            net.forward_intermediates(xb, intermediates_only=True), strict=True):
-                assert max_abs_diff(a, b) <= 1e-6
-    # an independent copy: changing the supernet does not change the sub-network
-    before = sub.classifier.weight.clone()
-    with torch.no_grad():
-        net.classifier.weight.add_(1.0)
-    assert torch.equal(sub.classifier.weight, before)
+    sub = assert_extract_equals_active_path(net, cfg, STATIC[name], "classifier")
+    assert sub.default_cfg["input_size"] == (3, cfg.resolution, cfg.resolution)
 
 
 def test_saved_subnet_reloads_with_create_model(nets, x, tmp_path):
     _, ours = nets(MBV3)
     cfg = CONFIGS[MBV3]["random3"]
-    folder = save_subnet(ours, tmp_path / "sub", cfg)
-    with torch.no_grad():
-        expected = ours(x)
-    meta = json.loads((folder / "config.json").read_text())
-    assert meta["model"] == f"{MBV3}_subnet" and meta["subnet"] == cfg.to_dict()
-    assert SubnetConfig.from_json(folder / "config.json") == cfg
-    # three ways back: load_subnet, create_model with the recorded arguments, the static class itself
-    loaded = [
-        load_subnet(folder),
-        flexbone.create_model(meta["model"], pretrained=folder / "model.safetensors", **meta["kwargs"]),
-        MobileNetV3(**meta["architecture"]["kwargs"]),
-    ]
-    flexbone.load_checkpoint(loaded[2], folder / "model.safetensors", strict=True)
-    for model in loaded:
-        assert type(model) is MobileNetV3 and model.num_params() == meta["params"]
-        with torch.no_grad():
-            assert max_abs_diff(model.eval()(x), expected) <= 1e-6
-    assert loaded[0].default_cfg["input_size"] == (3, cfg.resolution, cfg.resolution)
+    meta = assert_saved_subnet_reloads(ours, cfg, tmp_path / "sub", x, MobileNetV3)
+    assert meta["model"] == f"{MBV3}_subnet"
+    folder = tmp_path / "sub"
+    assert load_subnet(folder).default_cfg["input_size"] == (3, cfg.resolution, cfg.resolution)
     # a dense-prediction variant of the same sub-network: output_stride 16, the same weights
     dense = load_subnet(folder, features_only=True, output_stride=16).eval()
     assert dense.feature_info.reduction() == [2, 4, 8, 16, 16]

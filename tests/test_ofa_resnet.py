@@ -6,18 +6,18 @@ function for the same sub-network, give sub-networks of the same size, and recal
 Inputs are 64x64 to keep this fast.
 """
 import copy
-import json
 import random
 
 import pytest
 import torch
 
 import flexbone
-from flexbone.elastic import SubnetConfig, load_subnet, recalibrate_bn, save_subnet
+from flexbone.elastic import SubnetConfig, load_subnet, recalibrate_bn
 from flexbone.errors import CheckpointError, ConfigError
 from flexbone.models.resnet import ResNet
 
-from _helpers import assert_training_gradients_match, max_abs_diff, num_params, randomize_
+from _helpers import (assert_extract_equals_active_path, assert_saved_subnet_reloads,
+                      assert_training_gradients_match, max_abs_diff, num_params, randomize_)
 
 ofa_resnets = pytest.importorskip("ofa.imagenet_classification.elastic_nn.networks.ofa_resnets")
 
@@ -197,45 +197,14 @@ def test_reference_static_subnet_checkpoint_loads(ref, ours, x):
 @pytest.mark.parametrize("name", ["max", "min", "random1", "random2"])
 def test_extracted_subnet_equals_active_path(ours, name):
     net = copy.deepcopy(ours)  # train mode moves BN statistics: keep the shared fixture clean
-    xb = torch.randn(2, 3, 64, 64)
-    for train in (False, True):
-        net.train(train)
-        net.set_active(CONFIGS[name])
-        sub = net.extract()
-        assert type(sub) is ResNet and sub.training == train
-        with torch.no_grad():
-            assert max_abs_diff(sub(xb), net(xb)) <= 1e-6
-            # the features a detector would take agree too
-            for a, b in zip(sub.forward_intermediates(xb, intermediates_only=True),
-                            net.forward_intermediates(xb, intermediates_only=True), strict=True):
-                assert max_abs_diff(a, b) <= 1e-6
-    # an independent copy: changing the supernet does not change the sub-network
-    before = sub.fc.weight.clone()
-    with torch.no_grad():
-        net.fc.weight.add_(1.0)
-    assert torch.equal(sub.fc.weight, before)
+    assert_extract_equals_active_path(net, CONFIGS[name], ResNet, "fc")
 
 
 def test_saved_subnet_reloads_with_create_model(ours, x, tmp_path):
     cfg = CONFIGS["min"]  # the smallest (fast to build thrice); random ones are covered by the tests above
-    folder = save_subnet(ours, tmp_path / "sub", cfg)
-    with torch.no_grad():
-        expected = ours(x)
-    meta = json.loads((folder / "config.json").read_text())
-    assert meta["model"] == "ofa_resnet50_subnet" and meta["subnet"] == cfg.to_dict()
-    assert SubnetConfig.from_json(folder / "config.json") == cfg
-    # three ways back: load_subnet, create_model with the recorded arguments, the static class itself
-    loaded = [
-        load_subnet(folder),
-        flexbone.create_model(meta["model"], pretrained=folder / "model.safetensors", **meta["kwargs"]),
-        ResNet(**meta["architecture"]["kwargs"]),
-    ]
-    flexbone.load_checkpoint(loaded[2], folder / "model.safetensors", strict=True)
-    for model in loaded:
-        assert type(model) is ResNet and model.num_params() == meta["params"]
-        with torch.no_grad():
-            assert max_abs_diff(model.eval()(x), expected) <= 1e-6
-    feats = load_subnet(folder, features_only=True)(x)
+    meta = assert_saved_subnet_reloads(ours, cfg, tmp_path / "sub", x, ResNet)
+    assert meta["model"] == "ofa_resnet50_subnet"
+    feats = load_subnet(tmp_path / "sub", features_only=True)(x)
     assert [f.shape[1] for f in feats][-4:] == meta["architecture"]["kwargs"]["stage_widths"]  # after the stem level
 
 
