@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _ddp import scenario
 from _helpers import randomize_
 from flexbone.config import load_recipe
 from flexbone.config.schema import ElasticPhase
@@ -441,18 +442,22 @@ def test_elastic_recipes_reject_a_plain_model_and_a_missing_teacher(tmp_path):
         _digits(tmp_path, "deps_mbv3", **{"elastic.phase": "full"})
 
 
+# `torchrun -m flexbone train ...` (the entry point itself), a scenario of the session's one launch (tests/_ddp.py)
+scenario("sandwich", entry="module", args=[
+    "--recipe", "sandwich_mbv3", "--schedule.epochs", "1", "--no-progress", "--threads", "1",
+    "--aug.mixup_alpha", "0.2",
+    *(a for key, value in {**DIGITS, "data.batch_size": 8}.items() for a in (f"--{key}", json.dumps(value)))])
+
+
 @pytest.mark.slow
 @pytest.mark.cli
-def test_sandwich_recipe_under_two_process_ddp(tmp_path):
-    """Sub-networks leave parameters unused and a step runs several backward passes: DDP must cope (gloo, CPU)."""
-    args = ["train", "--recipe", "sandwich_mbv3", "--schedule.epochs", "1", "--train.output_dir", str(tmp_path),
-            "--train.run_name", "ddp", "--no-progress", "--threads", "1", "--aug.mixup_alpha", "0.2"]
-    for key, value in {**DIGITS, "data.batch_size": 8}.items():
-        args += [f"--{key}", json.dumps(value)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "flexbone",
-           *args]
-    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    rows = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+@pytest.mark.xdist_group("ddp")
+def test_sandwich_recipe_under_two_process_ddp(ddp_runs):
+    """Sub-networks leave parameters unused (find_unused_parameters) and a step runs several forward and backward
+    passes, each deriving its weights in one planned autograd node: DDP must reduce them and finish (gloo, CPU)."""
+    out = ddp_runs("sandwich")
+    assert sorted(p.name for p in out.iterdir()) == ["ddp-rank0"]  # rank 1 wrote nothing
+    steps = [json.loads(line) for line in (out / "ddp-rank0" / "steps.jsonl").read_text().splitlines()]
+    assert len(steps) == 2 and all(torch.isfinite(torch.tensor(s["loss"])) for s in steps)
+    rows = [json.loads(line) for line in (out / "ddp-rank0" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["train_images"] == 2 * 8 and "eval_min_top1" in rows[-1]

@@ -18,6 +18,8 @@ from flexbone.seg import (ConfusionMatrix, SegDataError, SegmentationModel, Segm
                           folder_pairs, train_transform)
 from flexbone.seg.data import DigitsSegmentation, eval_transform
 
+from _ddp import scenario
+
 
 # ------------------------------------------------------------------------------------------ metrics
 def test_confusion_matrix_metrics_equal_sklearn():
@@ -341,31 +343,20 @@ def test_segmentation_models_export_to_onnx_and_match_in_onnxruntime(tmp_path):
     assert session.run(None, {session.get_inputs()[0].name: x.numpy()})[0].shape == (1, 5, 16, 16)
 
 
-def _ddp_confusion_worker(rank, world, init_file, results):
-    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        g = torch.Generator().manual_seed(rank)
-        pred, target = torch.randint(0, 3, (2, 5, 5), generator=g), torch.randint(0, 3, (2, 5, 5), generator=g)
-        cm = ConfusionMatrix(3)
-        cm.update(pred, target)
-        results[rank] = cm.all_reduce().matrix.clone()
-    finally:
-        torch.distributed.destroy_process_group()
+scenario("seg_confusion", kind="confusion")  # tests/ddp_train_worker.py: each rank's own batch, all-reduced
 
 
-@pytest.mark.slow  # two spawned processes (gloo)
-def test_confusion_matrix_is_summed_over_processes(tmp_path):
-    import torch.multiprocessing as mp
-
-    results = mp.Manager().dict()
-    mp.spawn(_ddp_confusion_worker, args=(2, str(tmp_path / "init"), results), nprocs=2)
+@pytest.mark.slow  # two processes (torchrun, gloo)
+@pytest.mark.xdist_group("ddp")
+def test_confusion_matrix_is_summed_over_processes(ddp_runs):
+    out = ddp_runs("seg_confusion")
     want = np.zeros((3, 3), np.int64)
-    for rank in range(2):  # each process's own batch, counted here by scikit-learn
+    for rank in range(2):  # each process's own batch (drawn as the worker draws it), counted here by scikit-learn
         g = torch.Generator().manual_seed(rank)
         pred, target = torch.randint(0, 3, (2, 5, 5), generator=g), torch.randint(0, 3, (2, 5, 5), generator=g)
         want += confusion_matrix(target.flatten().numpy(), pred.flatten().numpy(), labels=[0, 1, 2])
     for rank in range(2):
-        assert np.array_equal(results[rank].numpy(), want)
+        assert np.array_equal(np.array(json.loads((out / f"rank{rank}.json").read_text())), want)
 
 
 # ------------------------------------------------------------------------------------------ registry
@@ -397,29 +388,23 @@ def test_seg_names_are_registry_models():
         flexbone.create_model("seg_ffnet_b_resnet19")
 
 
+scenario("seg_train", ["--recipe", "seg_digits", *TINY, "--seg.digits_val_size", "5",
+                       "--train.max_steps_per_epoch", "1", "--no-progress", "--threads", "1"])
+
+
 @pytest.mark.slow  # torchrun, two processes (gloo)
 @pytest.mark.cli
-def test_two_process_segmentation_run_sums_the_confusion_matrix(tmp_path, capsys):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
+@pytest.mark.xdist_group("ddp")
+def test_two_process_segmentation_run_sums_the_confusion_matrix(ddp_runs, capsys):
     from flexbone.cli import main
 
-    worker = Path(__file__).with_name("ddp_train_worker.py")
-    args = ["--recipe", "seg_digits", *TINY, "--seg.digits_val_size", "5", "--train.output_dir", str(tmp_path),
-            "--train.max_steps_per_epoch", "1", "--no-progress", "--threads", "1"]
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          str(worker), "ddp", *args], cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp-rank0"]  # rank 1 wrote nothing
-    logged = _rows(tmp_path / "ddp-rank0")[-1]
+    out = ddp_runs("seg_train")
+    assert sorted(p.name for p in out.iterdir()) == ["ddp-rank0"]  # rank 1 wrote nothing
+    logged = _rows(out / "ddp-rank0")[-1]
     # the run's mIoU (each process evaluated its shard of the 5 canvases, 3 + 2, matrices summed) is the mIoU of
     # the whole val set in one process
     capsys.readouterr()
-    assert main(["validate", "--checkpoint", str(tmp_path / "ddp-rank0/model.safetensors"), "--data", "seg_digits",
+    assert main(["validate", "--checkpoint", str(out / "ddp-rank0/model.safetensors"), "--data", "seg_digits",
                  "--json", "--workers", "0"]) == 0
     single = json.loads(capsys.readouterr().out)
     assert single["images"] == 5

@@ -5,9 +5,6 @@ from __future__ import annotations
 import ast
 import collections
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +20,7 @@ from flexbone.stitch.training import StitchTraining
 from flexbone.train import engine, strategy
 from flexbone.train.strategy import PlainStrategy, TrainingStrategy, build_strategy
 
+from _ddp import scenario
 from _helpers import max_abs_diff
 
 SRC = Path(flexbone.__file__).parent
@@ -150,23 +148,23 @@ def test_snnet_trains_through_the_engine(tmp_path, monkeypatch):
     assert model.num_configs == 5
 
 
+# a scenario of the session's one torchrun launch (tests/_ddp.py)
+scenario("snnet", ["--recipe", "quickstart", "--data.img_size", "8", "--data.test_img_size", "8",
+                   "--data.batch_size", "16", "--schedule.epochs", "1", "--train.max_steps_per_epoch", "3",
+                   "--train.log_interval", "1", "--no-progress", "--threads", "1", "--model.name", "snnet",
+                   "--model.kwargs", json.dumps(SNNET["model.kwargs"])])
+
+
 @pytest.mark.slow
 @pytest.mark.cli
-def test_snnet_ddp_two_gloo_processes_train_their_own_configurations(tmp_path):
-    args = ["--recipe", "quickstart", "--data.img_size", "8", "--data.test_img_size", "8", "--data.batch_size", "16",
-            "--schedule.epochs", "1", "--train.max_steps_per_epoch", "3", "--train.log_interval", "1",
-            "--no-progress", "--threads", "1", "--model.name", "snnet",
-            "--model.kwargs", json.dumps(SNNET["model.kwargs"]), "--train.output_dir", str(tmp_path)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    worker = Path(__file__).with_name("ddp_train_worker.py")
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          str(worker), "sn", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert (tmp_path / "sn-rank0" / "model.safetensors").is_file() and not (tmp_path / "sn-rank1").exists()
+@pytest.mark.xdist_group("ddp")
+def test_snnet_ddp_two_gloo_processes_train_their_own_configurations(ddp_runs):
+    out = ddp_runs("snnet")
+    assert (out / "ddp-rank0" / "model.safetensors").is_file() and not (out / "ddp-rank1").exists()
     # the processes trained different paths in the same step (seed, epoch, step, rank), which DDP only
     # accepts with find_unused_parameters; the losses stayed finite
     net = flexbone.create_model("snnet", num_classes=10, **SNNET["model.kwargs"])
     draws = [[StitchTraining(net, None, seed=0, rank=r).config_for(0, s) for s in range(3)] for r in (0, 1)]
     assert draws[0] != draws[1]
-    steps = [json.loads(line) for line in (tmp_path / "sn-rank0" / "steps.jsonl").read_text().splitlines()]
+    steps = [json.loads(line) for line in (out / "ddp-rank0" / "steps.jsonl").read_text().splitlines()]
     assert len(steps) == 3 and all(torch.isfinite(torch.tensor(s["loss"])) for s in steps)
