@@ -68,21 +68,38 @@ def test_contract(name, monkeypatch):
         assert model(x).shape == (2, model.head_hidden_size)
 
 
+def _zero_weights(name, **kwargs):
+    """``create_model(name, **kwargs)`` with every weight and buffer 0, for checks of shapes only: the random
+    initialisation took most of such a test's time (seconds for the largest models). A model with buffers that
+    are not in its state dict (blur filters, Swin's relative position index) is built as usual."""
+    with torch.device("meta"):
+        model = create_model(name, **kwargs)
+    if set(dict(model.named_buffers())) - set(model.state_dict()):
+        return create_model(name, **kwargs)
+    model = model.to_empty(device="cpu")
+    for t in model.state_dict().values():
+        t.zero_()
+    return model
+
+
 @pytest.mark.parametrize("name", _mark(STATIC))
 def test_features_only(name):
-    model = create_model(name, features_only=True).eval()
+    # levels and shapes only (values: the families' timm parity tests). The model runs with zero weights at a small
+    # size: fixed-size transformers are built for 64 px, valid-padding Inception at its minimum of 75; the
+    # out_indices variants are built and run on the meta device (shapes without weights or arithmetic), the second
+    # at timm's input size
+    kwargs, small = sized(name, 64)
+    model = _zero_weights(name, features_only=True, **kwargs).eval()
     info = model.feature_info
     # timm's levels (CNNs: the stride-2 stem level first); the last four of a hierarchical model are the
     # dense-prediction pyramid at strides 4..32 (isotropic transformers: one stride for every level)
     levels = [(i["num_chs"], i["reduction"]) for i in info]  # every level (info.reduction(): the selected ones)
     hierarchical = len({r for _, r in levels}) > 1
     assert not hierarchical or [r for _, r in levels][-4:] == [4, 8, 16, 32] or name.endswith(("s", "s_tiny")), info
-    pyramid = create_model(name, features_only=True, out_indices=PYRAMID).feature_info
+    with torch.device("meta"):
+        pyramid = create_model(name, features_only=True, out_indices=PYRAMID).feature_info
     assert list(zip(pyramid.channels(), pyramid.reduction())) == levels[-4:]
-    cfg = model.default_cfg
-    # fixed-size transformers take their size; valid-padding families (Inception) need more than 96 px
-    sizes = [cfg["input_size"][-1]] if cfg.get("fixed_input_size") or name.startswith("inception") else [64, 96]
-    for size in sizes:
+    for size in [small] if kwargs else [small, small + 32]:  # a fixed-size model takes only its own size
         with torch.no_grad():
             maps = model(torch.randn(1, 3, size, size))
         if model.output_fmt == "NHWC":  # Swin's maps are channels-last, as timm's
@@ -91,9 +108,10 @@ def test_features_only(name):
         for m, r in zip(maps, info.reduction()):  # size / reduction (valid padding: a few pixels less)
             assert max(size // r, 1) - 4 <= m.shape[-1] <= max(-(-size // r), 1), (m.shape, r)
     # negative indices count from the deepest level
-    model = create_model(name, features_only=True, out_indices=(-2, -1)).eval()
-    with torch.no_grad():
-        maps = model(torch.randn(1, 3, sizes[0], sizes[0]))
+    with torch.device("meta"):
+        model = create_model(name, features_only=True, out_indices=(-2, -1)).eval()
+        size = model.default_cfg["input_size"][-1]
+        maps = model(torch.empty(1, 3, size, size))
     channel_dim = -1 if model.output_fmt == "NHWC" else 1
     assert len(maps) == 2 and [m.shape[channel_dim] for m in maps] == info.channels()[-2:]
 
@@ -116,8 +134,9 @@ def test_smallest_input_and_export(name):
     x = torch.randn(1, 3, small, small)
     with torch.no_grad():
         assert model(x).shape == (1, 1000)
-    kwargs, size = sized(name, 64)
-    model = create_model(name, **kwargs).eval()
+    kwargs_64, size = sized(name, 64)
+    if kwargs_64 != kwargs:  # only a fixed-size transformer is built anew for another size
+        model = create_model(name, **kwargs_64).eval()
     program = torch.export.export(model, (torch.randn(1, 3, size, size),))
     x = torch.randn(1, 3, size, size)
     with torch.no_grad():
