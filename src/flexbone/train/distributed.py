@@ -82,6 +82,18 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
+def broadcast_buffers(*modules: nn.Module) -> None:
+    """Rank 0's buffers (batch-norm running statistics) on every process, as timm's ``distribute_bn`` does before
+    evaluating. DDP broadcasts them at the start of each training forward, but that forward then updates each
+    process's copy from its own batch: without this, every process would evaluate its shard with statistics other
+    than the saved (rank 0's) model has, and the logged metrics would not be the saved model's."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for module in modules:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def broadcast_flag(flag: bool, device: torch.device) -> bool:
     """Rank 0's ``flag`` on every process (e.g. 'stop now')."""
     if not (dist.is_available() and dist.is_initialized()):

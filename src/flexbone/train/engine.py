@@ -41,7 +41,7 @@ from .checkpoint import (
     save_training_state, set_rng_state,
 )
 from .distributed import (
-    DistInfo, all_reduce_sum, broadcast_flag, cleanup_distributed, init_distributed, unwrap_model,
+    DistInfo, all_reduce_sum, broadcast_buffers, broadcast_flag, cleanup_distributed, init_distributed, unwrap_model,
 )
 from .ema import ModelEma
 from .logs import CURVES_PNG, METRICS_CSV, METRICS_JSONL, MetricsLogger, plot_metrics
@@ -545,6 +545,7 @@ def _run(recipe: Any, dist_info: DistInfo, *, recipe_name: str, run_dir: str | P
                     clip_grad=recipe.optim.clip_grad, ema=ema, max_steps=steps_per_epoch, progress=bar,
                     log_interval=tr.log_interval, on_log=logger.log_step, step_offset=global_step)
                 global_step += stats["steps"]
+                broadcast_buffers(model, *([ema.module] if ema is not None else []))  # evaluated and saved alike
                 record: dict[str, Any] = {
                     "epoch": epoch, "step": global_step, "steps_per_epoch": steps_per_epoch, "lr": stats["lr"],
                     "train_loss": stats["loss"], "train_images": stats["images"], "train_img_per_s": stats["img_per_s"],
