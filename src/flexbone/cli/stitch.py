@@ -313,7 +313,7 @@ def plot_configs(rows: list[dict[str, Any]], path: Path, title: str = "",
 
 # ------------------------------------------------------------- an SN-Net under `flexbone subnets` / `flexbone search`
 def _load_for_evaluation(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Any]:
-    """``(SN-Net, metadata, evaluation data config, device)`` for ``--checkpoint``; says what will be evaluated."""
+    """``(SN-Net in eval mode on its device, metadata, evaluation data config, device)`` for ``--checkpoint``."""
     import torch
 
     from ..stitch.snnet import load_snnet_checkpoint
