@@ -17,6 +17,8 @@ Absolute CPU times are recorded but are not claims.
 
     .venv/bin/python benchmarks/bench_vs_timm_cpu.py --suite resnet        # several minutes
     .venv/bin/python benchmarks/bench_vs_timm_cpu.py --suite families --batch-size 8
+    .venv/bin/python benchmarks/bench_vs_timm_cpu.py --suite families --batch-size 8 --models nasnetalarge \
+        --out-dir /tmp/recheck                                               # one model again, in a fresh process
     .venv/bin/python benchmarks/bench_vs_timm_cpu.py --repeats 2 --warmup 1 --batch-size 2 --img-size 64 \
         --train-img-size 64 --out-dir /tmp/bench_check                     # a quick check that it works
 
@@ -76,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-img-size", type=int, default=128, help="training-step input size (default 128)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per model (default 3)")
     p.add_argument("--repeats", type=int, default=20, help="timed interleaved rounds (default 20)")
+    p.add_argument("--models", nargs="+", metavar="NAME", default=None,
+                   help="only these models of the suite's comparisons, no extras (a recheck; write it elsewhere "
+                        "with --out-dir)")
     p.add_argument("--out-dir", type=Path, default=HERE / "results", help="where to write the results")
     args = p.parse_args(argv)
 
@@ -88,6 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now(datetime.timezone.utc)
     all_results, rows_md, ratio_rows = [], [], []
     title, compared, extras = SUITES[args.suite]
+    if args.models:
+        unknown = set(args.models) - {m for _, models, *_ in compared for m in models}
+        if unknown:
+            sys.exit(f"not in the {args.suite} suite: {', '.join(sorted(unknown))}")
+        compared = [(label, [m for m in models if m in args.models], changes, target)
+                    for label, models, changes, target in compared]
+        compared, extras = [c for c in compared if c[1]], []
     for label, models, changes, target in compared:
         settings = _settings(args, changes)
         print(f"== {label}: {', '.join(models)}, batch {settings.batch_size}, {settings.img_size} px", flush=True)

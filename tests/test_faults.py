@@ -351,7 +351,9 @@ def test_a_stale_lock_of_a_killed_run_is_taken_over(capsys, finished_run):
 def test_two_real_processes_one_run_folder(tmp_path):
     """A training process holds its folder; a second --resume of it, started meanwhile, is refused."""
     out = tmp_path / "runs"
-    long_run = [a if a != "2" or TINY[i - 1] != "--schedule.epochs" else "200" for i, a in enumerate(TINY)]
+    # a run that cannot finish before the SIGINT below, however slow the second process is to start (200 epochs
+    # of the tiny run once finished first on a loaded CI machine)
+    long_run = [a if a != "2" or TINY[i - 1] != "--schedule.epochs" else "100000" for i, a in enumerate(TINY)]
     first = subprocess.Popen([sys.executable, "-m", "flexbone", "train", "--recipe", "quickstart", *long_run,
                               "--train.output_dir", str(out), "--train.run_name", "r"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
