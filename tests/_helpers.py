@@ -52,6 +52,17 @@ def assert_training_gradients_match(ours: nn.Module, ref: nn.Module, x: torch.Te
     return got
 
 
+def assert_checkpointing_keeps_gradients(model: nn.Module, x: torch.Tensor, atol: float = 1e-4) -> None:
+    """The gradients of ``model(x).sum()`` with ``set_grad_checkpointing(True)`` equal those without."""
+    model(x).sum().backward()
+    plain = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.set_grad_checkpointing(True)
+    model(x).sum().backward()
+    for n, p in model.named_parameters():
+        assert max_abs_diff(p.grad, plain[n]) <= atol, n
+
+
 def assert_extract_equals_active_path(net: nn.Module, cfg, static_cls: type, classifier: str) -> nn.Module:
     """A supernet's ``extract()`` after ``set_active(cfg)``, in eval and train mode: a ``static_cls`` in the same
     mode whose output and intermediate maps (the features a detector would take) equal the active path's

@@ -12,7 +12,7 @@ from flexbone.bench.complexity import build_on_meta
 from flexbone.errors import ConfigError
 from flexbone.models.densenet import VARIANTS
 
-from _helpers import max_abs_diff, randomize_
+from _helpers import assert_checkpointing_keeps_gradients, max_abs_diff, randomize_
 from _zoo_parity import (assert_features_match, assert_outputs_match, assert_param_count,
                          assert_preprocessing_matches, assert_train_mode_matches)
 
@@ -71,14 +71,7 @@ def test_train_mode_and_options_match_timm():
 
 def test_grad_checkpointing_gives_the_same_gradients():
     model = randomize_(flexbone.create_model("densenet121", num_classes=5))
-    x = torch.randn(2, 3, 32, 32)
-    model(x).sum().backward()
-    plain = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
-    model.set_grad_checkpointing(True)
-    model(x).sum().backward()
-    for n, p in model.named_parameters():
-        assert max_abs_diff(p.grad, plain[n]) <= 1e-4, n
+    assert_checkpointing_keeps_gradients(model, torch.randn(2, 3, 32, 32))
 
 
 def test_features_are_not_overwritten_in_inference(monkeypatch):

@@ -14,7 +14,7 @@ from flexbone.bench.complexity import build_on_meta, count_macs
 from flexbone.errors import ConfigError
 from flexbone.models.hardnet import HarDBlock, harmonic_links
 
-from _helpers import max_abs_diff, randomize_
+from _helpers import assert_checkpointing_keeps_gradients, max_abs_diff, randomize_
 
 NAMES = ["hardnet39ds", "hardnet68", "hardnet68ds", "hardnet85"]
 
@@ -254,14 +254,7 @@ def test_onnx_export_matches_onnxruntime(tmp_path):
 
 def test_grad_checkpointing_gives_the_same_gradients():
     model = randomize_(flexbone.create_model("hardnet39ds", num_classes=5, drop_rate=0.0))
-    x = torch.randn(2, 3, 32, 32)
-    model(x).sum().backward()
-    plain = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
-    model.set_grad_checkpointing(True)
-    model(x).sum().backward()
-    for n, p in model.named_parameters():
-        assert max_abs_diff(p.grad, plain[n]) <= 1e-4, n
+    assert_checkpointing_keeps_gradients(model, torch.randn(2, 3, 32, 32))
 
 
 def test_options():
