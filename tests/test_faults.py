@@ -356,7 +356,10 @@ def test_two_real_processes_one_run_folder(tmp_path):
     long_run = [a if a != "2" or TINY[i - 1] != "--schedule.epochs" else "100000" for i, a in enumerate(TINY)]
     first = subprocess.Popen([sys.executable, "-m", "flexbone", "train", "--recipe", "quickstart", *long_run,
                               "--train.output_dir", str(out), "--train.run_name", "r"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             # Ctrl-C's default, even where this test runs with SIGINT ignored (a job started in the
+                             # background, under nohup): a child would inherit that and never see the SIGINT below
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         run = out / "r"
         deadline = time.time() + 120
