@@ -377,15 +377,21 @@ def is_snnet_checkpoint(path: str | os.PathLike) -> bool:
     weights / training checkpoint of a run that trained one. A saved single configuration is not one."""
     from ..train.checkpoint import read_metadata
 
+    def stitch_folder(directory: Path) -> bool:  # not a once-for-all sub-network's folder, which has a config too
+        try:
+            return json.loads((directory / CONFIG_FILE).read_text()).get("format") == FORMAT
+        except (OSError, ValueError, AttributeError):
+            return False
+
     path = Path(path)
     if path.is_dir():
-        return (path / CONFIG_FILE).is_file()
+        return stitch_folder(path)
     try:
         meta = read_metadata(path)
     except FlexboneError:  # an unreadable file is reported by the command's own loader, with its message
         return False
     if meta.get("format") == FORMAT:
-        return (path.parent / CONFIG_FILE).is_file()
+        return stitch_folder(path.parent)
     return meta.get("model") == "snnet" and (meta.get("model_kwargs") or {}).get("config_id") is None
 
 
