@@ -25,11 +25,13 @@ Targets (issue 4): flexbone <= 1.05x at both ends; the reference is reported to 
         --out-dir /tmp/bench_check                                                   # a quick check that it works
     .venv/bin/python benchmarks/bench_supernet_overhead.py --ends min --modes train --processes 9 \
         --out-dir /tmp/min_train                                # one end and mode again, with more processes
-    .venv/bin/python benchmarks/bench_supernet_overhead.py --pool benchmarks/results/supernet_overhead*run*.json \
+    .venv/bin/python benchmarks/bench_supernet_overhead.py --pool /tmp/min_train/supernet_overhead.json \
         benchmarks/results/supernet_overhead.json              # every run so far, pooled per machine
 
 Writes ``supernet_overhead.json`` (every number, environment, command) and ``supernet_overhead.md`` (a table) to
-``--out-dir`` (default ``benchmarks/results``). Run it on a quiet machine: the load average before and after the
+``--out-dir`` (default ``benchmarks/results``). ``--pool`` adds the pooled table to those two files as a section
+of its own (``pooled`` in the JSON), keeping the run they hold; a new run replaces both, pooled section included,
+and the older run files live in git history. Run it on a quiet machine: the load average before and after the
 run is recorded so that a reader can tell.
 """
 from __future__ import annotations
@@ -58,6 +60,7 @@ from flexbone.elastic import SubnetConfig
 HERE = Path(__file__).resolve().parent
 SUPERNETS = ("ofa_mbv3_d234_e346_k357_w1.0", "ofa_resnet50")
 TARGET = 1.05  # flexbone's supernet / extracted static network, at most
+POOLED_HEADING = "## Pooled per machine over several runs (--pool)"
 RESNET_WIDTHS = [0.65, 0.8, 1.0]  # the reference addresses OFA-ResNet50 widths by index
 
 
@@ -157,7 +160,8 @@ def interval_text(low: float, high: float, coverage: float) -> str:
 def pool(paths: list[Path], out_dir: Path) -> int:
     """Pool the per-process overheads of earlier result files (``--pool``), per machine and case: the median and
     its interval over every process a machine ran. One run's few processes cannot settle a figure near the target;
-    several runs on one machine can. Writes ``supernet_overhead_pooled.{json,md}``."""
+    several runs on one machine can. The table goes into ``supernet_overhead.{json,md}`` in ``out_dir``, after the
+    run they hold (a section replacing any earlier pooled one)."""
     groups: dict[tuple, dict[str, Any]] = {}
     for path in paths:
         try:
@@ -190,12 +194,13 @@ def pool(paths: list[Path], out_dir: Path) -> int:
         table.append([machine, setup, supernet, end, mode, impl, len(g["per_process"]), f"{ratio:.3f}",
                       interval_text(low, high, coverage), ", ".join(g["files"]), verdict])
     command = " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv])
-    md = "\n".join([
-        "# Supernet overhead on the CPU, pooled per machine over several runs", "",
+    section = "\n".join([
+        POOLED_HEADING, "",
         f"Command: `{command}`", "",
-        "Each run's per-process overheads (supernet median latency / extracted static network median latency, "
-        "see the run files for every setting and the environment), pooled per machine (CPU model and kernel "
-        "build), settings and case.", "",
+        "Each run's per-process overheads (supernet median latency / extracted static network median latency), "
+        "pooled per machine (CPU model and kernel build), settings and case. The run above is "
+        "`supernet_overhead.json`; the other files named live in git history "
+        "(`git log --all -- benchmarks/results/NAME`).", "",
         format_markdown(["machine", "settings", "supernet", "sub-network", "mode", "impl", "processes", "median overhead",
                          "interval of the median", "from (processes)", f"<= {TARGET:.2f}"], table), "",
         "Interval of the median: distribution-free, from the k-th smallest to the k-th largest process, binomial "
@@ -203,7 +208,14 @@ def pool(paths: list[Path], out_dir: Path) -> int:
         f"is at most {TARGET}; NO = all of it is above; cannot tell = the median is at most the target but the "
         "interval contains it; NO (median) = the median is above and the interval contains the target. With fewer "
         "processes (less coverage) it compares the median alone: yes (median) / NO (median).", ""])
-    write_report(out_dir, "supernet_overhead_pooled", dict(command=command, pooled=rows), md, echo=True)
+    json_path, md_path = out_dir / "supernet_overhead.json", out_dir / "supernet_overhead.md"
+    try:
+        data, run_md = json.loads(json_path.read_text()), md_path.read_text()
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--pool: the pooled table goes beside a run in {out_dir}, and there is none ({e})")
+    run_md = run_md.split(POOLED_HEADING)[0].rstrip("\n") + "\n\n"
+    write_report(out_dir, "supernet_overhead", dict(data, pooled=dict(command=command, rows=rows)),
+                 run_md + section, echo=True)
     return 0
 
 
@@ -224,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                     repeats_help="timed interleaved rounds per process")
     p.add_argument("--pool", nargs="+", type=Path, metavar="RESULT_JSON",
                    help="measure nothing: pool the per-process figures of these earlier result files per machine, "
-                        "settings and case, into supernet_overhead_pooled.{json,md} in --out-dir")
+                        "settings and case, as a section of supernet_overhead.{json,md} in --out-dir")
     args = p.parse_args(argv)
     if args.pool:
         return pool(args.pool, args.out_dir)
