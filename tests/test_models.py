@@ -26,7 +26,7 @@ STATIC = [n for n in ALL if flexbone.models.model_family(n) not in (
 
 
 # the deep and wide variants: same code paths as their small siblings, many more FLOPs
-_BIG = re.compile(r"(101|152|200|269|270|350|420|wide_|x8d|64x4d|pvt_v2_b[345]|pvt_medium|pvt_large|vovnet99|maxvit_(small|base))")
+_BIG = re.compile(r"(101|152|200|269|270|350|420|wide_|x8d|64x4d|pvt_v2_b[345]|pvt_medium|pvt_large|vovnet99|maxvit_(rmlp_)?(small|base)|vit_large|vit_huge)")
 
 
 def _mark(names):
