@@ -417,6 +417,22 @@ def test_predict_reads_a_16bit_png_as_its_picture(capsys, tmp_path, weights):
     assert a == b
 
 
+
+def test_predict_takes_the_resize_filter_of_the_command_line(capsys, tmp_path, weights):
+    """--interpolation (shared with validate / search / subnets) reaches predict's preprocessing."""
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (29, 29), dtype=np.uint8)).save(tmp_path / "noise.png")
+    probs = {}
+    for filt in ("nearest", "bicubic"):
+        assert main(["predict", "--model", "resnet8s_tiny", "--checkpoint", str(weights), str(tmp_path / "noise.png"),
+                     "--json", "--topk", "10", "--interpolation", filt]) == 0
+        probs[filt] = json.loads(capsys.readouterr().out)["topk"]
+    assert probs["nearest"] != probs["bicubic"]
+    with pytest.raises(SystemExit) as e:
+        main(["predict", "--model", "resnet8s_tiny", "--checkpoint", str(weights), str(tmp_path / "noise.png"),
+              "--interpolation", "lanczos"])
+    assert e.value.code == 2 and "invalid choice: 'lanczos'" in capsys.readouterr().err
+
 # --------------------------------------------------------------------- malformed files, checkpoints
 def _bad_checkpoints(tmp_path: Path) -> list[tuple[Path, str]]:
     import pickle

@@ -98,3 +98,16 @@ def check_range(name: str, value: Number, lo: Number | None = None, hi: Number |
         kind = "an integer" if integer else "a number"
         raise ConfigError(f"{name} {_expected(kind, lo, hi, lo_open, hi_open)}, got {value!r}")
     return value
+
+
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+
+
+def add_preprocessing_options(parser: argparse.ArgumentParser,
+                              crop_help: str = "centre-crop ratio in (0, 1]") -> None:
+    """``--crop-pct`` and ``--interpolation``, the evaluation preprocessing every command that reads images
+    shares (default ``None``: the checkpoint's, else the model's ``pretrained_cfg``)."""
+    default = " (default: the checkpoint's, else the model's)"
+    parser.add_argument("--crop-pct", type=float_range(0, 1, lo_open=True), default=None, metavar="F",
+                        help=crop_help + default)
+    parser.add_argument("--interpolation", choices=INTERPOLATIONS, default=None, help="resize filter" + default)

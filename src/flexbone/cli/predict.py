@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..errors import FlexboneError
-from ..options import float_range, int_range
+from ..options import add_preprocessing_options, int_range
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,14 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                        "onnxruntime (preprocessing, class names: its sidecar JSON)")
     p.add_argument("--topk", type=int_range(1), default=5, metavar="K", help="classes shown per image (default 5)")
     p.add_argument("--img-size", type=int_range(1), default=None, metavar="N", help="input resolution (pixels)")
-    p.add_argument("--crop-pct", type=float_range(0, 1, lo_open=True), default=None, metavar="F",
-                   help="centre-crop ratio in (0, 1]")
+    add_preprocessing_options(p)
     p.add_argument("--ema", action="store_true", help="use the EMA weights of a training checkpoint")
     p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
     p.add_argument("--json", action="store_true", help="one JSON object per image")
     p.add_argument("--out", metavar="DIR", default=None, help="segmentation models: folder for the colour masks "
                                                               "and overlays (default ./predictions)")
-    p.set_defaults(func=run, interpolation=None, batch_size=1, workers=0)
+    p.set_defaults(func=run, batch_size=1, workers=0)
 
 
 def read_image(path: str | Path):

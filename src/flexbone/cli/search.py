@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from ..errors import ConfigError
-from ..options import float_range, int_range
+from ..options import add_preprocessing_options, int_range
 
 EPILOG = """examples:
   flexbone search --checkpoint runs/x/model.safetensors --data /data/imagenet --budget macs=300M --out found/
@@ -89,9 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resolutions", default=None, metavar="R1,R2,...|all",
                    help="search these input resolutions of a supernet with elastic resolution (all: every one of "
                         "its space; default: only the evaluation resolution)")
-    p.add_argument("--crop-pct", type=float_range(0, 1, lo_open=True), default=None, metavar="F",
-                   help="centre-crop ratio in (0, 1]")
-    p.add_argument("--interpolation", choices=("nearest", "bilinear", "bicubic"), default=None)
+    add_preprocessing_options(p)
     p.add_argument("--split", default="val", help="image-folder sub-folder to evaluate (default val)")
     p.add_argument("--train-split", default="train", help="image-folder sub-folder for BN recalibration")
     p.add_argument("--workers", type=int_range(0), default=2, help="data loader processes")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..errors import CheckpointError, ConfigError, FlexboneError
-from ..options import float_range, int_range
+from ..options import add_preprocessing_options, int_range
 
 EPILOG = """examples:
   flexbone subnets --supernet ofa_mbv3_d234_e346_k357_w1.0 --checkpoint runs/x/model.safetensors --data /data/imagenet
@@ -54,9 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int_range(1), default=64)
     p.add_argument("--img-size", type=int_range(1), default=None, metavar="N", help="evaluation resolution (default: the "
                                                                            "run's, else the model's)")
-    p.add_argument("--crop-pct", type=float_range(0, 1, lo_open=True), default=None, metavar="F",
-                   help="centre-crop ratio in (0, 1]")
-    p.add_argument("--interpolation", choices=("nearest", "bilinear", "bicubic"), default=None)
+    add_preprocessing_options(p)
     p.add_argument("--split", default="val", help="image-folder sub-folder to evaluate (default val)")
     p.add_argument("--train-split", default="train", help="image-folder sub-folder for BN recalibration (default train)")
     p.add_argument("--workers", type=int_range(0), default=2, help="data loader processes")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..options import float_range, int_range
+from ..options import add_preprocessing_options, int_range
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,9 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "CIFAR-10/100 batch files, or 'digits' (the quickstart's test split)")
     p.add_argument("--split", default="val", help="sub-folder of an image folder to evaluate (default: val)")
     p.add_argument("--img-size", type=int_range(1), default=None, metavar="N", help="evaluation resolution (pixels)")
-    p.add_argument("--crop-pct", type=float_range(0, 1, lo_open=True), default=None, metavar="F",
-                   help="resize the short side to img_size / crop_pct, then centre-crop img_size")
-    p.add_argument("--interpolation", choices=("nearest", "bilinear", "bicubic"), default=None)
+    add_preprocessing_options(p, crop_help="resize the short side to img_size / crop_pct, then centre-crop img_size")
     p.add_argument("--batch-size", type=int_range(1), default=64)
     p.add_argument("--workers", type=int_range(0), default=2, help="data loader processes")
     p.add_argument("--ema", action="store_true", help="evaluate the EMA weights of a training checkpoint")
