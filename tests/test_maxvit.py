@@ -7,13 +7,14 @@ train mode with other options; stochastic depth and preprocessing are timm's.
 """
 import pytest
 import torch
+import torch.fx
 
 import flexbone
 from flexbone.bench.complexity import build_on_meta
 from flexbone.errors import ConfigError
 from flexbone.models.maxvit import VARIANTS
 
-from _helpers import randomize_
+from _helpers import max_abs_diff, randomize_
 from _zoo_parity import (assert_drop_path_rates_match, assert_features_match, assert_outputs_match,
                          assert_preprocessing_matches, assert_pruning_matches, assert_train_mode_matches)
 
@@ -22,13 +23,16 @@ timm = pytest.importorskip("timm")
 pytestmark = pytest.mark.parity
 
 
+TF_NAMES = ["maxvit_base_tf_224", "maxvit_small_tf_224", "maxvit_tiny_tf_224"]  # (maxvit_rmlp_*: test_maxvit_rmlp.py)
+
+
 def test_registered_names_are_timms():
     names = set(flexbone.list_models(family="maxvit"))
-    assert names == set(VARIANTS) == {"maxvit_tiny_tf_224", "maxvit_small_tf_224", "maxvit_base_tf_224"}
+    assert names == set(VARIANTS) and set(TF_NAMES) == {n for n in names if "_tf_" in n}
     assert names <= set(timm.list_models("maxvit*"))
 
 
-@pytest.mark.parametrize("name", sorted(VARIANTS))
+@pytest.mark.parametrize("name", TF_NAMES)
 def test_state_dict_and_levels_are_timms(name):
     ours = build_on_meta(name)
     with torch.device("meta"):
@@ -55,7 +59,7 @@ def test_stochastic_depth_rates_are_timms():
 
 
 def test_preprocessing_is_timms():
-    assert_preprocessing_matches(timm, sorted(VARIANTS))
+    assert_preprocessing_matches(timm, TF_NAMES)
 
 
 def test_bad_input_size_and_options_are_clear_errors():
@@ -81,3 +85,14 @@ def test_onnx_export_matches_onnxruntime(tmp_path):
 
 def test_pruning_is_timms():
     assert_pruning_matches(timm, "maxvit_tiny_tf_224", img_size=64)  # norm and hidden layer go with head or trunk
+
+
+def test_torchscript_and_fx_equal_eager():
+    """The TF port's own layers ('SAME'-padded convs and pools, the bias table, the hidden-layer head) script and
+    trace (the registry-wide contract tests run the family's smallest model, an rmlp one)."""
+    model = randomize_(flexbone.create_model("maxvit_tiny_tf_224", img_size=64), keep_random_init=True).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+        assert max_abs_diff(torch.jit.script(model)(x), expected) == 0
+        assert max_abs_diff(torch.fx.symbolic_trace(model)(x), expected) == 0
