@@ -138,14 +138,29 @@ class Complexity:
     img_size: tuple[int, int]
 
 
+def sized_kwargs(model_name: str, img_size: ImgSize, **kwargs: Any) -> dict[str, Any]:
+    """``kwargs`` for ``create_model``, with ``img_size`` added for a model that is built for one input size (ViT,
+    Swin, MaxViT: timm's ``fixed_input_size``) when ``img_size`` is not the size it is built for by default; a
+    square ``img_size`` only (those models take one number). ``img_size`` already in ``kwargs`` is kept."""
+    h, w = _hw(img_size)
+    if "img_size" in kwargs or h != w:
+        return dict(kwargs)
+    cfg = getattr(build_on_meta(model_name, **kwargs), "default_cfg", {})
+    if cfg.get("fixed_input_size") and tuple(cfg.get("input_size", ())[-2:]) != (h, w):
+        return {**kwargs, "img_size": h}
+    return dict(kwargs)
+
+
 def model_complexity(model_name: str, img_size: ImgSize = 224, macs: bool = True, **kwargs: Any) -> Complexity:
     """Parameters and MACs of a registered model at ``img_size`` (batch 1), without allocating its weights.
 
-    ``kwargs`` go to ``create_model`` (``num_classes``, ``in_chans``, family options).
+    ``kwargs`` go to ``create_model`` (``num_classes``, ``in_chans``, family options). A model built for one input
+    size is built for ``img_size`` (:func:`sized_kwargs`).
     """
     from ..errors import FlexboneError
 
     in_chans = kwargs.get("in_chans", 3)
+    kwargs = sized_kwargs(model_name, img_size, **kwargs)
     try:
         model = build_on_meta(model_name, **kwargs)
         n_macs = count_macs(model, img_size, in_chans) if macs else None

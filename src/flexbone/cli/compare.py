@@ -144,6 +144,7 @@ def _device(device: str) -> str:
 
 def finetune_recipe(args: argparse.Namespace, model: str, pretrained: str | None, runs_dir: Path) -> Any:
     """The fine-tune recipe of one model: ``--recipe`` with the model, data, size, epochs and output folder."""
+    from ..bench.complexity import sized_kwargs
     from ..config import apply_overrides, load_recipe
     from .train import data_overrides, recipe_dataset
 
@@ -152,6 +153,8 @@ def finetune_recipe(args: argparse.Namespace, model: str, pretrained: str | None
               "--train.run_name", model, "--train.device", args.device]
     if pretrained:
         tokens += ["--model.pretrained", pretrained]
+    for key, value in sized_kwargs(model, args.img_size).items():
+        tokens += [f"--model.kwargs.{key}", str(value)]
     recipe = load_recipe(args.recipe, data_overrides(args.data, recipe_dataset(args.recipe)) + tokens)
     if recipe.data.dataset != "digits" and args.recipe == "quickstart":
         recipe = apply_overrides(recipe, _NATURAL_IMAGES)
@@ -183,7 +186,7 @@ def _steps(args: argparse.Namespace, backends: Sequence[str]) -> int:
 
 
 def onnxruntime_latency(name: str, img_size: int, batches: Sequence[int], threads: int, warmup: int, repeats: int,
-                        bar: Any = None) -> dict[str, float]:
+                        bar: Any = None, model_kwargs: dict[str, Any] | None = None) -> dict[str, float]:
     """``{'onnxruntime_latency_b{N}_ms', 'onnxruntime_throughput_b{N}'}`` for each batch size: ``name`` (random
     weights, 1000 classes) exported to a temporary ONNX file as ``flexbone export --fold-bn --dynamic-batch``
     writes it (checked against PyTorch in onnxruntime), then timed in an onnxruntime CPU session with ``threads``
@@ -197,7 +200,7 @@ def onnxruntime_latency(name: str, img_size: int, batches: Sequence[int], thread
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="flexbone-compare-") as tmp:
         path = Path(tmp) / f"{name}.onnx"
-        export_model(load_source(name), path, "onnx", img_size=img_size, fold=True, dynamic_batch=True,
+        export_model(load_source(name, **(model_kwargs or {})), path, "onnx", img_size=img_size, fold=True, dynamic_batch=True,
                      log=lambda _: None)
         if bar is not None:
             bar.update(1)
@@ -222,13 +225,14 @@ def _export_failure(name: str, e: Exception) -> str:
 
 def measure_model(name: str, args: argparse.Namespace, recipe: Any | None, bar: Any, threads: int) -> dict[str, Any]:
     """One row of the comparison (see the module doc); ``bar`` advances after each step."""
-    from ..bench.complexity import model_complexity
+    from ..bench.complexity import model_complexity, sized_kwargs
     from ..bench.throughput import BenchSettings, benchmark
     from ..train.engine import run as run_training
     from ..train.threads import apply_thread_choice
 
     backends = _backends(args.latency_backend)
     batches = _batches(args.batch_size)
+    sized = sized_kwargs(name, args.img_size)
     size = model_complexity(name, args.img_size)
     row: dict[str, Any] = {"model": name, "params": size.params, "macs": size.macs, "img_size": args.img_size,
                            "threads": threads}
@@ -237,13 +241,14 @@ def measure_model(name: str, args: argparse.Namespace, recipe: Any | None, bar: 
         for batch in batches:
             settings = BenchSettings(batch_size=batch, img_size=args.img_size, device=_device(args.device),
                                      warmup=args.warmup, repeats=args.repeats, threads=threads)
-            result = benchmark([name], settings)[0]
+            result = benchmark([name], settings, **sized)[0]
             row[f"eager_latency_b{batch}_ms"] = result.latency_p50_ms
             row[f"eager_throughput_b{batch}"] = result.throughput
             bar.update(1)
     if "onnxruntime" in backends:
         try:
-            row.update(onnxruntime_latency(name, args.img_size, batches, threads, args.warmup, args.repeats, bar),
+            row.update(onnxruntime_latency(name, args.img_size, batches, threads, args.warmup, args.repeats, bar,
+                                           sized),
                        onnxruntime_error="")
         except Exception as e:  # noqa: BLE001 - any failure of the export is the model's, and is reported as such
             reason = _export_failure(name, e)

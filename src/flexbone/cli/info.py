@@ -23,17 +23,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def model_info(name: str, img_size: int | None = None) -> dict[str, Any]:
     """Everything ``flexbone info`` shows, as a JSON-ready dict."""
-    from ..bench.complexity import build_on_meta
+    from ..bench.complexity import build_on_meta, sized_kwargs
     from ..models import model_family
 
     family = model_family(name)  # unknown names fail here, with suggestions
+    kwargs = sized_kwargs(name, img_size) if img_size is not None else {}  # a ViT is built for --img-size
     try:
-        model = build_on_meta(name)
+        model = build_on_meta(name, **kwargs)
         return _describe(name, family, model, img_size)
     except (NotImplementedError, RuntimeError):  # code that needs real values: build it on the CPU
         from ..models import create_model
 
-        return _describe(name, family, create_model(name), img_size)
+        return _describe(name, family, create_model(name, **kwargs), img_size)
 
 
 def _describe(name: str, family: str, model: torch.nn.Module, img_size: int | None) -> dict[str, Any]:

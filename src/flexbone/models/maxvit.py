@@ -51,6 +51,7 @@ from ..layers.layer_scale import LayerScale
 from ..layers.norm_act import BatchNormAct2d
 from ..layers.norm_mlp_head import NormMlpClassifierHead
 from ..layers.padding import conv2d_same, pool2d_same
+from ..layers.pos_embed import resize_rel_pos_tables
 from ..layers.rel_pos_mlp import RelPosMlp
 from ..layers.squeeze_excite import SEModule
 from ._base import IMAGENET_MEAN, IMAGENET_STD, Backbone, default_cfg
@@ -403,6 +404,11 @@ class MaxVit(Backbone):
     def _norm_mlp_head(self) -> bool:
         """Whether prune_intermediate_layers follows timm's rule for a NormMlpClassifierHead (Backbone's)."""
         return isinstance(self.head, NormMlpClassifierHead)
+
+    def _convert_checkpoint(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A checkpoint made for another input size (other windows) loads as timm loads it: relative-position
+        tables resized to this model's windows (``layers.pos_embed``)."""
+        return resize_rel_pos_tables(self, state)
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         self.num_classes = num_classes

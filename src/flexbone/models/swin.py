@@ -21,6 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
 from ..layers.drop import DropPath
+from ..layers.pos_embed import resize_rel_pos_tables
 from ._base import IMAGENET_MEAN, IMAGENET_STD, Backbone, default_cfg
 from ._features import FeatureInfo, FeatureStage
 from ._registry import register_variants
@@ -252,6 +253,11 @@ class SwinTransformer(Backbone):
 
     def get_classifier(self) -> nn.Module:
         return self.head.fc
+
+    def _convert_checkpoint(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A checkpoint made for another input size (other windows) loads as timm loads it: relative-position
+        tables resized to this model's windows (``layers.pos_embed``)."""
+        return resize_rel_pos_tables(self, state)
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         self.num_classes = num_classes

@@ -21,6 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
 from ..layers.drop import DropPath
+from ..layers.pos_embed import resample_abs_pos_embed
 from ._base import IMAGENET_MEAN, IMAGENET_STD, Backbone, default_cfg
 from ._features import FeatureInfo, FeatureStage
 from ._registry import register_variants
@@ -191,6 +192,16 @@ class VisionTransformer(Backbone):
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias) if m.bias is not None else None
+
+    def _convert_checkpoint(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A checkpoint made for another input size loads as timm loads it: its position embedding is resampled
+        to this model's patch grid (``layers.pos_embed``)."""
+        pos = state.get("pos_embed")
+        if pos is not None and pos.ndim == 3 and pos.shape != self.pos_embed.shape \
+                and pos.shape[-1] == self.pos_embed.shape[-1]:
+            state = {**state, "pos_embed": resample_abs_pos_embed(pos, self.patch_embed.grid_size,
+                                                                  self.num_prefix_tokens)}
+        return state
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         self.num_classes = num_classes
