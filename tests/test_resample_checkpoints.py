@@ -1,18 +1,20 @@
 """A checkpoint made for another input size loads as timm loads it: ViT's position embedding resampled to the
 new patch grid, Swin's and TF MaxViT's relative-position tables resized to the new windows (``layers.pos_embed``);
-`flexbone compare`, `info` and `list` build such models for the size they are asked about."""
+`flexbone train`, `compare`, `info` and `list` build such models for the size they are asked about."""
 import csv
 import json
 
 import pytest
 import timm
 import torch
+import yaml
 from timm.layers.pos_embed import resample_abs_pos_embed as timm_resample_abs_pos_embed
 from timm.layers.pos_embed_rel import resize_rel_pos_bias_table as timm_resize_rel_pos_bias_table
 
 import flexbone
 from flexbone.bench.complexity import count_macs, count_params
 from flexbone.cli import main
+from flexbone.config.loader import recipe_path
 from flexbone.layers.pos_embed import resample_abs_pos_embed, resize_rel_pos_bias_table
 
 pytestmark = [pytest.mark.parity,  # timm's interpolation helper warns about its own indexing
@@ -59,22 +61,42 @@ def test_a_224_checkpoint_loads_into_a_model_of_another_size_as_in_timm(tmp_path
     assert resized  # the test is about tables that had to change
 
 
-@pytest.mark.cli
-def test_compare_fine_tunes_a_vit_checkpoint_at_another_size(tmp_path):
-    """--img-size 32 for a ViT made for 224: built for 32 px everywhere (size, latency, export, fine-tune), and
-    its 224 px checkpoint loads with the position embedding resampled."""
-    import yaml
-
-    from flexbone.config.loader import recipe_path
-
+@pytest.fixture
+def tiny_recipe(tmp_path):
+    """quickstart cut to 2 optimiser steps of 16 images per epoch."""
     raw = yaml.safe_load(recipe_path("quickstart").read_text())
     raw["data"]["batch_size"], raw["train"]["max_steps_per_epoch"] = 16, 2
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(raw))
+    return tmp_path / "tiny.yaml"
+
+
+@pytest.mark.cli
+def test_train_builds_a_vit_for_the_recipes_size_and_validate_rebuilds_it(tmp_path, tiny_recipe, capsys):
+    """A ViT trained at 32 px from a 224 px checkpoint: the run's recipe and weights say img_size=32, so validate
+    rebuilds the model that was trained."""
+    weights = tmp_path / "vit224.pth"
+    torch.save(timm.create_model("vit_tiny_patch16_224").state_dict(), weights)
+    assert main(["train", "--recipe", str(tiny_recipe), "--model", "vit_tiny_patch16_224", "--schedule.epochs", "1",
+                 "--data.img_size", "32", "--data.test_img_size", "32", "--model.pretrained", str(weights),
+                 "--train.output_dir", str(tmp_path / "runs"), "--no-progress"]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    assert yaml.safe_load((run / "recipe.yaml").read_text())["model"]["kwargs"] == {"img_size": 32}
+    trained = flexbone.load_state_dict(run / "model.safetensors")
+    assert trained["pos_embed"].shape == timm.create_model("vit_tiny_patch16_224", img_size=32).pos_embed.shape
+    capsys.readouterr()
+    assert main(["validate", "--checkpoint", str(run / "model.safetensors"), "--data", "digits"]) == 0
+    assert "359 images at 32 px" in capsys.readouterr().out
+
+
+@pytest.mark.cli
+def test_compare_fine_tunes_a_vit_checkpoint_at_another_size(tmp_path, tiny_recipe):
+    """--img-size 32 for a ViT made for 224: built for 32 px everywhere (size, latency, export, fine-tune), and
+    its 224 px checkpoint loads with the position embedding resampled."""
     weights = tmp_path / "vit224.pth"
     torch.save(timm.create_model("vit_tiny_patch16_224").state_dict(), weights)
     out = tmp_path / "cmp"
     assert main(["compare", "vit_tiny_patch16_224", "--data", "digits", "--epochs", "1", "--img-size", "32",
-                 "--recipe", str(tmp_path / "tiny.yaml"), "--pretrained", f"vit_tiny_patch16_224={weights}",
+                 "--recipe", str(tiny_recipe), "--pretrained", f"vit_tiny_patch16_224={weights}",
                  "--out", str(out), "--repeats", "1", "--warmup", "0", "--batch-size", "2", "--threads", "1",
                  "--no-progress"]) == 0
     with open(out / "compare.csv", newline="") as f:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError
 from ..options import int_range
@@ -115,7 +116,26 @@ def build_recipe(args: argparse.Namespace):
     if not args.recipe:
         raise ConfigError("name a recipe: --recipe quickstart|rsb_a1|rsb_a2|rsb_a3|resnet_rs or a YAML file "
                           "(or --resume RUN_DIR)")
-    return load_recipe(args.recipe, overrides), Path(args.recipe).stem
+    return sized_recipe(load_recipe(args.recipe, overrides)), Path(args.recipe).stem
+
+
+def sized_recipe(recipe: Any) -> Any:
+    """``recipe`` with ``model.kwargs.img_size`` set to ``data.img_size`` for a model built for one input size
+    (ViT, Swin, MaxViT) when the recipe trains and evaluates at one other size: the run's recipe.yaml and weights
+    then say which model was trained (``flexbone validate`` / ``export`` rebuild it so)."""
+    from ..bench.complexity import sized_kwargs
+    from ..config import apply_overrides
+
+    d, m = recipe.data, recipe.model
+    if d.test_img_size not in (None, d.img_size):
+        return recipe  # two sizes: the model's own check says which one does not fit
+    try:
+        kwargs = sized_kwargs(m.name, d.img_size, **m.kwargs)
+    except (NotImplementedError, RuntimeError):  # a model that cannot be built on the meta device: as it is
+        return recipe
+    if kwargs.get("img_size") == m.kwargs.get("img_size"):
+        return recipe
+    return apply_overrides(recipe, {"model.kwargs.img_size": kwargs["img_size"]})
 
 
 def run(args: argparse.Namespace) -> int:
