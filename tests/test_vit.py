@@ -70,9 +70,32 @@ def test_train_mode_drop_path_schedule_and_avg_pool_match_timm():
         assert max_abs_diff(ours.eval()(x), ref.eval()(x)) <= 1e-5
 
 
+@pytest.mark.parity
+def test_dynamic_img_size_matches_timm_at_any_input_size():
+    """timm's dynamic_img_size: one model (position embedding made for 64 px) takes other and non-square sizes,
+    the embedding resampled per input; eager, features_only and TorchScript equal timm's."""
+    ref = randomize_(timm.create_model("deit_tiny_patch16_224", img_size=64, dynamic_img_size=True, num_classes=7))
+    ours = flexbone.create_model("deit_tiny_patch16_224", img_size=64, dynamic_img_size=True, num_classes=7).eval()
+    ours.load_state_dict(ref.eval().state_dict(), strict=True)
+    assert ours.default_cfg["fixed_input_size"] is False
+    feats = flexbone.create_model("deit_tiny_patch16_224", img_size=64, dynamic_img_size=True, features_only=True,
+                                  out_indices=(5, -1)).eval()
+    feats.load_state_dict({k: v for k, v in ref.state_dict().items() if not k.startswith("head")}, strict=True)
+    scripted = torch.jit.script(ours)
+    for h, w in ((64, 64), (96, 48), (32, 80)):
+        x = torch.randn(2, 3, h, w)
+        with torch.no_grad():
+            expected = ref(x)
+            assert max_abs_diff(ours(x), expected) <= 1e-5 and max_abs_diff(scripted(x), expected) <= 1e-5
+            ref_maps = ref.forward_intermediates(x, [5, 11], intermediates_only=True)
+            maps = feats(x)
+        assert [tuple(m.shape) for m in maps] == [(2, 192, h // 16, w // 16)] * 2
+        assert all(max_abs_diff(a, b) <= 1e-5 for a, b in zip(maps, ref_maps))
+
+
 def test_wrong_input_size_and_options_are_clear_errors():
     model = flexbone.create_model("deit_tiny_patch16_224", img_size=32)
-    with pytest.raises(ConfigError, match="img_size"):
+    with pytest.raises(ConfigError, match="img_size=48, or dynamic_img_size=True"):
         model(torch.randn(1, 3, 48, 48))
     with pytest.raises(ConfigError, match="global_pool"):
         flexbone.create_model("deit_tiny_patch16_224", global_pool="max")

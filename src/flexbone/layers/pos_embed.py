@@ -3,24 +3,26 @@ size): the rule timm applies when it loads a ViT checkpoint (``timm.layers.resam
 from __future__ import annotations
 
 import math
+from typing import List
 
 import torch
 import torch.nn.functional as F
 
 
-def resample_abs_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int], num_prefix_tokens: int = 1) -> torch.Tensor:
+def resample_abs_pos_embed(pos_embed: torch.Tensor, grid: List[int], num_prefix_tokens: int = 1) -> torch.Tensor:
     """``(1, prefix + h*w, C)`` -> ``(1, prefix + grid[0]*grid[1], C)``: the prefix tokens' entries (class token)
     kept, the square ``h x w`` grid of the patch tokens resized bicubically with antialiasing (timm's defaults),
-    in float32 and returned in the input's dtype."""
+    in float32 and returned in the input's dtype. (TorchScript compiles it: a ViT with ``dynamic_img_size``
+    calls it in its forward.)"""
     prefix, patches = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
-    side = math.isqrt(patches.shape[1])
+    side = int(math.sqrt(patches.shape[1]) + 0.5)
     if side * side != patches.shape[1]:
-        raise ValueError(f"a position embedding of {patches.shape[1]} patch tokens is not a square grid")
-    if (side, side) == tuple(grid):
+        raise ValueError("a position embedding whose patch tokens are not a square grid cannot be resampled")
+    if side == grid[0] and side == grid[1]:
         return pos_embed
     dim = patches.shape[-1]
     maps = patches.float().reshape(1, side, side, dim).permute(0, 3, 1, 2)
-    maps = F.interpolate(maps, size=tuple(grid), mode="bicubic", antialias=True, align_corners=False)
+    maps = F.interpolate(maps, size=[grid[0], grid[1]], mode="bicubic", antialias=True, align_corners=False)
     patches = maps.permute(0, 2, 3, 1).reshape(1, -1, dim).to(pos_embed.dtype)
     return torch.cat([prefix, patches], dim=1)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Sequence
+from typing import Any, List, Sequence
 
 import torch
 import torch.nn as nn
@@ -49,7 +49,11 @@ class PatchEmbed(nn.Module):
     def _check_size(self, x: torch.Tensor) -> None:
         if self.strict_img_size and not isinstance(x, torch.fx.Proxy) and tuple(x.shape[-2:]) != self.img_size:
             raise ConfigError(f"input size {tuple(x.shape[-2:])} does not match the model's img_size {self.img_size} "
-                              f"(create the model with img_size={x.shape[-1]})")
+                              f"(create the model with img_size={x.shape[-1]}, or dynamic_img_size=True)")
+
+    def grid(self, x: torch.Tensor) -> List[int]:
+        """The patch grid of the image batch ``x``: ``[H / patch, W / patch]``."""
+        return [x.shape[-2] // self.patch_size[0], x.shape[-1] // self.patch_size[1]]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_scripting():
@@ -118,12 +122,21 @@ class TokenStem(nn.Module):
         super().__init__()
         self.patch_embed, self.pos_drop, self.norm_pre = model.patch_embed, model.pos_drop, model.norm_pre
         self.cls_token, self.pos_embed = model.cls_token, model.pos_embed
+        self.dynamic_img_size = model.dynamic_img_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(x)  # (B, N, D)
-        if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1 + N, D)
-        return self.norm_pre(self.pos_drop(x + self.pos_embed))
+        grid = self.patch_embed.grid(x)
+        x = add_class_and_position(self.patch_embed(x), grid, self.cls_token, self.pos_embed, self.dynamic_img_size)
+        return self.norm_pre(self.pos_drop(x))
+
+
+def add_class_and_position(tokens: torch.Tensor, grid: List[int], cls_token: torch.Tensor, pos_embed: torch.Tensor,
+                           dynamic: bool) -> torch.Tensor:
+    """``(B, N, D)`` patch tokens of a ``grid`` -> ``(B, 1 + N, D)``: the class token prepended, the position
+    embedding added -- resampled to ``grid`` when ``dynamic`` (timm's ``dynamic_img_size``)."""
+    if dynamic:
+        pos_embed = resample_abs_pos_embed(pos_embed, grid, 1)
+    return torch.cat([cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1) + pos_embed
 
 
 class TokenHead(nn.Module):
@@ -145,19 +158,23 @@ class VisionTransformer(Backbone):
     """ViT / DeiT: patch embedding, class token, ``depth`` pre-norm blocks, final norm, linear head.
 
     Args:
-        img_size: the square input size the position embedding is made for (inputs must have it).
+        img_size: the square input size the position embedding is made for (inputs must have it, unless
+            ``dynamic_img_size``).
         patch_size, embed_dim, depth, num_heads, mlp_ratio, qkv_bias: the architecture.
         global_pool: ``'token'`` (the class token, ViT/DeiT) or ``'avg'`` (mean of the patch tokens, with a
             norm after pooling instead of before, as timm's ``fc_norm``).
         drop_rate: dropout before the head (and after position embedding, attention projection and MLP, as
             timm's ``pos_drop_rate`` / ``proj_drop_rate`` when ``proj_drop_rate`` is given).
         drop_path_rate: stochastic depth, rising linearly over the blocks.
+        dynamic_img_size: accept any input size whose sides are multiples of the patch (timm's option): the
+            position embedding, made for ``img_size``, is resampled to each input's patch grid in the forward.
     """
 
     def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, num_classes: int = 1000,
                  global_pool: str = "token", embed_dim: int = 768, depth: int = 12, num_heads: int = 12,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_rate: float = 0.0, pos_drop_rate: float = 0.0,
-                 proj_drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0):
+                 proj_drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                 dynamic_img_size: bool = False):
         super().__init__()
         if global_pool not in ("token", "avg"):
             raise ConfigError(f"global_pool must be 'token' or 'avg' for a ViT, not {global_pool!r}")
@@ -167,7 +184,8 @@ class VisionTransformer(Backbone):
         self.num_prefix_tokens = 1
         self.patch_size = patch_size
 
-        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        self.dynamic_img_size = dynamic_img_size
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, strict_img_size=not dynamic_img_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, embed_dim))
         self.pos_drop = nn.Dropout(pos_drop_rate)
@@ -199,7 +217,7 @@ class VisionTransformer(Backbone):
         pos = state.get("pos_embed")
         if pos is not None and pos.ndim == 3 and pos.shape != self.pos_embed.shape \
                 and pos.shape[-1] == self.pos_embed.shape[-1]:
-            state = {**state, "pos_embed": resample_abs_pos_embed(pos, self.patch_embed.grid_size,
+            state = {**state, "pos_embed": resample_abs_pos_embed(pos, list(self.patch_embed.grid_size),
                                                                   self.num_prefix_tokens)}
         return state
 
@@ -221,9 +239,9 @@ class VisionTransformer(Backbone):
         return self.norm(x)  # (B, 1 + N, D)
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(x)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        return self.norm_pre(self.pos_drop(x + self.pos_embed))
+        grid = self.patch_embed.grid(x)
+        x = add_class_and_position(self.patch_embed(x), grid, self.cls_token, self.pos_embed, self.dynamic_img_size)
+        return self.norm_pre(self.pos_drop(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x[:, self.num_prefix_tokens:].mean(1) if self.global_pool == "avg" else x[:, 0]
@@ -329,7 +347,8 @@ def _build(variant: tuple[ViTSpec, dict[str, Any]], **kwargs: Any) -> VisionTran
                               num_heads=spec.num_heads, **kwargs)
     size = model.patch_embed.img_size[0]
     model.default_cfg = default_cfg(input_size=(3, size, size), crop_pct=0.9, interpolation="bicubic",
-                                    fixed_input_size=True, pool_size=None, first_conv="patch_embed.proj",
+                                    fixed_input_size=not model.dynamic_img_size, pool_size=None,
+                                    first_conv="patch_embed.proj",
                                     classifier="head", **cfg)
     return model
 
