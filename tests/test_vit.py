@@ -93,6 +93,23 @@ def test_dynamic_img_size_matches_timm_at_any_input_size():
         assert all(max_abs_diff(a, b) <= 1e-5 for a, b in zip(maps, ref_maps))
 
 
+@pytest.mark.parity
+def test_set_input_size_matches_timm():
+    ref = randomize_(timm.create_model("deit_tiny_patch16_224", img_size=64, num_classes=7)).eval()
+    ours = flexbone.create_model("deit_tiny_patch16_224", img_size=64, num_classes=7).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    ref.set_input_size(img_size=96)
+    ours.set_input_size(img_size=(96, 96))
+    assert ours.default_cfg["input_size"] == (3, 96, 96) and ours.patch_embed.grid_size == ref.patch_embed.grid_size
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        assert max_abs_diff(ours(x), ref(x)) <= 1e-5
+    with pytest.raises(ConfigError, match="square"):
+        ours.set_input_size(img_size=(96, 64))
+    with pytest.raises(ConfigError, match="patch size"):
+        ours.set_input_size(patch_size=8)
+
+
 def test_wrong_input_size_and_options_are_clear_errors():
     model = flexbone.create_model("deit_tiny_patch16_224", img_size=32)
     with pytest.raises(ConfigError, match="img_size=48, or dynamic_img_size=True"):

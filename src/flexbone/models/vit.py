@@ -221,6 +221,27 @@ class VisionTransformer(Backbone):
                                                                   self.num_prefix_tokens)}
         return state
 
+    def set_input_size(self, img_size: int | tuple[int, int] | None = None, patch_size: int | None = None) -> None:
+        """timm's: made for another (square) input size, the position embedding resampled to the new patch grid
+        as a checkpoint's is when it loads; ``default_cfg['input_size']`` follows. The patch size stays."""
+        if patch_size is not None and (patch_size, patch_size) != self.patch_embed.patch_size:
+            raise ConfigError(f"set_input_size: the patch size stays {self.patch_size} (resampling the patch "
+                              f"projection to {patch_size} is not supported)")
+        if img_size is None:
+            return
+        h, w = (img_size, img_size) if isinstance(img_size, int) else (int(img_size[0]), int(img_size[1]))
+        if h != w:
+            raise ConfigError(f"set_input_size: a ViT here takes a square img_size, not {h}x{w} (dynamic_img_size=True "
+                              "takes any size)")
+        pe = self.patch_embed
+        pe.img_size, pe.grid_size = (h, h), (h // self.patch_size, h // self.patch_size)
+        pe.num_patches = pe.grid_size[0] * pe.grid_size[1]
+        with torch.no_grad():
+            self.pos_embed = nn.Parameter(resample_abs_pos_embed(self.pos_embed, list(pe.grid_size),
+                                                                 self.num_prefix_tokens),
+                                          requires_grad=self.pos_embed.requires_grad)
+        self.default_cfg = {**self.default_cfg, "input_size": (self.default_cfg["input_size"][0], h, h)}
+
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         self.num_classes = num_classes
         if global_pool is not None:
