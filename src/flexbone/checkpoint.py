@@ -236,22 +236,24 @@ def match_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], skip_m
     report = LoadReport()
     cfg = getattr(model, "default_cfg", {})
     first_conv = f"{cfg.get('first_conv')}.weight"
+    # the classifier's key prefixes ('head.'; a distilled DeiT's cfg names two heads, as timm's: a tuple)
     classifier = cfg.get("classifier")
+    heads = tuple(f"{c}." for c in ((classifier,) if isinstance(classifier, str) else classifier or ()))
     if adapt_first_conv and first_conv in state and first_conv in own:
         want, have = own[first_conv].shape, state[first_conv].shape
         if want[1] != have[1] and want[0] == have[0]:
             state[first_conv] = adapt_input_conv(want[1], state[first_conv])
     for k in list(state):
         if k in own and state[k].shape != own[k].shape:
-            if skip_mismatched_classifier and classifier and k.startswith(f"{classifier}."):
+            if skip_mismatched_classifier and heads and k.startswith(heads):
                 report.skipped.append(k)
                 del state[k]
             else:
                 report.mismatched.append((k, tuple(state[k].shape), tuple(own[k].shape)))
-    if skip_mismatched_classifier and classifier:
+    if skip_mismatched_classifier and heads:
         # a classifier removed by num_classes=0 leaves its checkpoint keys without a home
         for k in list(state):
-            if k.startswith(f"{classifier}.") and k not in own:
+            if k.startswith(heads) and k not in own:
                 report.skipped.append(k)
                 del state[k]
     report.missing = [k for k in own if k not in state and k not in report.skipped

@@ -2,7 +2,10 @@
 
 Parameter names, shapes and arithmetic follow timm's class token / learned position embedding / pre-norm
 design, so timm checkpoints of ``vit_*`` and ``deit_*`` load with ``strict=True`` and give the same outputs
-(``tests/test_vit.py``). DeiT and ViT differ only in their preprocessing (``default_cfg``).
+(``tests/test_vit.py``). DeiT and ViT differ only in their preprocessing (``default_cfg``). DeiT's distilled
+models (``deit_*_distilled_*``, timm's ``VisionTransformerDistilled``) are the option ``distilled=True``: a
+distillation token after the class token and a second head ``head_dist`` reading it, the two heads averaged
+(``tests/test_deit_distilled.py``).
 
 Feature levels are the blocks (timm: ``blocks.i``, stride = patch size); ``features_only`` returns the
 patch tokens of the chosen blocks as ``(B, C, H/p, W/p)`` maps. The blocks are the units an SN-Net stitches
@@ -10,9 +13,10 @@ patch tokens of the chosen blocks as ``(B, C, H/p, W/p)`` maps. The blocks are t
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, List, Sequence
+from typing import Any, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -131,12 +135,16 @@ class TokenStem(nn.Module):
 
 
 def add_class_and_position(tokens: torch.Tensor, grid: List[int], cls_token: torch.Tensor, pos_embed: torch.Tensor,
-                           dynamic: bool) -> torch.Tensor:
-    """``(B, N, D)`` patch tokens of a ``grid`` -> ``(B, 1 + N, D)``: the class token prepended, the position
-    embedding added -- resampled to ``grid`` when ``dynamic`` (timm's ``dynamic_img_size``)."""
+                           dynamic: bool, dist_token: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``(B, N, D)`` patch tokens of a ``grid`` -> ``(B, P + N, D)``: the class token (then DeiT's distillation
+    token, if given: P = 2) prepended, the position embedding (one entry per prefix token and patch) added --
+    resampled to ``grid`` when ``dynamic`` (timm's ``dynamic_img_size``)."""
+    prefix = [cls_token.expand(tokens.shape[0], -1, -1)]
+    if dist_token is not None:
+        prefix.append(dist_token.expand(tokens.shape[0], -1, -1))
     if dynamic:
-        pos_embed = resample_abs_pos_embed(pos_embed, grid, 1)
-    return torch.cat([cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1) + pos_embed
+        pos_embed = resample_abs_pos_embed(pos_embed, grid, len(prefix))
+    return torch.cat(prefix + [tokens], dim=1) + pos_embed
 
 
 class TokenHead(nn.Module):
@@ -168,26 +176,35 @@ class VisionTransformer(Backbone):
         drop_path_rate: stochastic depth, rising linearly over the blocks.
         dynamic_img_size: accept any input size whose sides are multiples of the patch (timm's option): the
             position embedding, made for ``img_size``, is resampled to each input's patch grid in the forward.
+        distilled: DeiT's distillation token (after the class token) and its head ``head_dist``; the output is
+            the mean of the two heads' logits, or both logits in training after ``set_distilled_training()``
+            (timm's ``VisionTransformerDistilled``; ``global_pool`` must be ``'token'``).
     """
 
     def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, num_classes: int = 1000,
                  global_pool: str = "token", embed_dim: int = 768, depth: int = 12, num_heads: int = 12,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_rate: float = 0.0, pos_drop_rate: float = 0.0,
                  proj_drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
-                 dynamic_img_size: bool = False):
+                 dynamic_img_size: bool = False, distilled: bool = False):
         super().__init__()
         if global_pool not in ("token", "avg"):
             raise ConfigError(f"global_pool must be 'token' or 'avg' for a ViT, not {global_pool!r}")
+        if distilled and global_pool != "token":
+            raise ConfigError(f"a distilled DeiT reads its class and distillation tokens: global_pool must be "
+                              f"'token', not {global_pool!r}")
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
         self.num_classes, self.global_pool = num_classes, global_pool
         self.num_features = self.embed_dim = embed_dim
-        self.num_prefix_tokens = 1
+        self.num_prefix_tokens = 2 if distilled else 1  # the class token (and the distillation token)
         self.patch_size = patch_size
 
         self.dynamic_img_size = dynamic_img_size
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, strict_img_size=not dynamic_img_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, embed_dim))
+        # (None, not a parameter, without distillation: timm's state dict names; TorchScript drops the branch)
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if distilled else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + self.num_prefix_tokens,
+                                                  embed_dim))
         self.pos_drop = nn.Dropout(pos_drop_rate)
         self.norm_pre = nn.Identity()
         dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linear in the block index
@@ -199,6 +216,8 @@ class VisionTransformer(Backbone):
         self.fc_norm = norm_layer(embed_dim) if use_fc_norm else nn.Identity()
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.head_dist = (nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()) if distilled else None
+        self.distilled_training = False  # timm's switch: both logits in training, for a distillation loss
         self.feature_info = FeatureInfo([FeatureStage(embed_dim, patch_size, f"blocks.{i}") for i in range(depth)])
         self._init_weights()
 
@@ -206,6 +225,8 @@ class VisionTransformer(Backbone):
         # timm's default ('') scheme: truncated normal 0.02 for position embedding and linears, tiny class token
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.cls_token, std=1e-6)
+        if self.dist_token is not None:
+            nn.init.trunc_normal_(self.dist_token, std=0.02)
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -216,7 +237,8 @@ class VisionTransformer(Backbone):
         to this model's patch grid (``layers.pos_embed``)."""
         pos = state.get("pos_embed")
         if pos is not None and pos.ndim == 3 and pos.shape != self.pos_embed.shape \
-                and pos.shape[-1] == self.pos_embed.shape[-1]:
+                and pos.shape[-1] == self.pos_embed.shape[-1] and _is_square(pos.shape[1] - self.num_prefix_tokens):
+            # (a checkpoint with other prefix tokens, DeiT's distilled or not, stays mis-shaped: a clear mismatch)
             state = {**state, "pos_embed": resample_abs_pos_embed(pos, list(self.patch_embed.grid_size),
                                                                   self.num_prefix_tokens)}
         return state
@@ -243,12 +265,31 @@ class VisionTransformer(Backbone):
         self.default_cfg = {**self.default_cfg, "input_size": (self.default_cfg["input_size"][0], h, h)}
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new classifier for ``num_classes`` (0: none); a distilled DeiT's two heads both."""
         self.num_classes = num_classes
         if global_pool is not None:
             if global_pool not in ("token", "avg", ""):
                 raise ConfigError(f"global_pool must be 'token', 'avg' or '', not {global_pool!r}")
+            if self.head_dist is not None and global_pool == "avg":
+                raise ConfigError("a distilled DeiT reads its class and distillation tokens: global_pool must be "
+                                  "'token', not 'avg'")
             self.global_pool = global_pool or "token"
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        if self.head_dist is not None:
+            self.head_dist = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+
+    def get_classifier(self) -> nn.Module | tuple[nn.Module, nn.Module]:
+        """The classifier; a distilled DeiT's ``(head, head_dist)`` (timm's)."""
+        return self.head if self.head_dist is None else (self.head, self.head_dist)
+
+    @torch.jit.unused
+    def set_distilled_training(self, enable: bool = True) -> None:
+        """A distilled DeiT in training returns ``(class logits, distillation logits)`` for a distillation loss
+        (timm's switch; off: the mean of the two, in training as in eval)."""
+        if self.head_dist is None:
+            raise ConfigError("set_distilled_training: only a distilled DeiT (deit_*_distilled_*) has a "
+                              "distillation head")
+        self.distilled_training = enable
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self._embed(x)
@@ -261,10 +302,19 @@ class VisionTransformer(Backbone):
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         grid = self.patch_embed.grid(x)
-        x = add_class_and_position(self.patch_embed(x), grid, self.cls_token, self.pos_embed, self.dynamic_img_size)
+        x = add_class_and_position(self.patch_embed(x), grid, self.cls_token, self.pos_embed, self.dynamic_img_size,
+                                   self.dist_token)
         return self.norm_pre(self.pos_drop(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.head_dist is not None:  # DeiT distilled: the class token through head, the distillation token
+            cls, dist = self.head_drop(x[:, 0]), self.head_drop(x[:, 1])  # through head_dist
+            if pre_logits:
+                return (cls + dist) / 2
+            cls, dist = self.head(cls), self.head_dist(dist)
+            if self.distilled_training and self.training and not torch.jit.is_scripting():
+                return cls, dist  # (timm's; a scripted model averages as in eval)
+            return (cls + dist) / 2
         x = x[:, self.num_prefix_tokens:].mean(1) if self.global_pool == "avg" else x[:, 0]
         x = self.head_drop(self.fc_norm(x))
         return x if pre_logits else self.head(x)
@@ -317,8 +367,15 @@ class VisionTransformer(Backbone):
         """The blocks as one stitchable stage of tokens (``flexbone.stitch``)."""
         from ..stitch.anchors import AnchorView, StitchStage
 
+        if self.dist_token is not None:  # a second prefix token and head that the stitched paths would not carry
+            raise ConfigError("a distilled DeiT (distillation token, two heads) cannot be an SN-Net anchor: "
+                              "use the deit_*_patch16_224 models without 'distilled'")
         return AnchorView(TokenStem(self), [StitchStage(list(self.blocks), self.embed_dim)], TokenHead(self), "nlc",
                           plain=True)
+
+
+def _is_square(n: int) -> bool:
+    return n >= 0 and math.isqrt(n) ** 2 == n
 
 
 def _take_indices(num_blocks: int, indices: int | Sequence[int] | None) -> list[int]:
@@ -344,15 +401,23 @@ class ViTSpec:
     embed_dim: int
     depth: int
     num_heads: int
+    distilled: bool = False  # DeiT's distillation token and head
+    img_size: int = 224
 
 
-# name: (architecture, preprocessing). DeiT: ImageNet mean/std; ViT (augreg): Inception mean/std. Both bicubic, crop 0.9.
+# name: (architecture, preprocessing). DeiT: ImageNet mean/std; ViT (augreg): Inception mean/std. Both bicubic, crop 0.9
+# (at 384 px: 1.0).
 _DEIT_CFG = dict(mean=IMAGENET_MEAN, std=IMAGENET_STD)
 _VIT_CFG = dict(mean=INCEPTION_MEAN, std=INCEPTION_STD)
 VARIANTS: dict[str, tuple[ViTSpec, dict[str, Any]]] = {
     "deit_tiny_patch16_224": (ViTSpec(16, 192, 12, 3), _DEIT_CFG),
     "deit_small_patch16_224": (ViTSpec(16, 384, 12, 6), _DEIT_CFG),
     "deit_base_patch16_224": (ViTSpec(16, 768, 12, 12), _DEIT_CFG),
+    "deit_tiny_distilled_patch16_224": (ViTSpec(16, 192, 12, 3, distilled=True), _DEIT_CFG),
+    "deit_small_distilled_patch16_224": (ViTSpec(16, 384, 12, 6, distilled=True), _DEIT_CFG),
+    "deit_base_distilled_patch16_224": (ViTSpec(16, 768, 12, 12, distilled=True), _DEIT_CFG),
+    "deit_base_distilled_patch16_384": (ViTSpec(16, 768, 12, 12, distilled=True, img_size=384),
+                                        dict(_DEIT_CFG, crop_pct=1.0)),
     "vit_tiny_patch16_224": (ViTSpec(16, 192, 12, 3), _VIT_CFG),
     "vit_small_patch16_224": (ViTSpec(16, 384, 12, 6), _VIT_CFG),
     "vit_small_patch32_224": (ViTSpec(32, 384, 12, 6), _VIT_CFG),
@@ -364,13 +429,16 @@ VARIANTS: dict[str, tuple[ViTSpec, dict[str, Any]]] = {
 
 def _build(variant: tuple[ViTSpec, dict[str, Any]], **kwargs: Any) -> VisionTransformer:
     spec, cfg = variant
+    kwargs.setdefault("img_size", spec.img_size)
+    kwargs.setdefault("distilled", spec.distilled)
     model = VisionTransformer(patch_size=spec.patch_size, embed_dim=spec.embed_dim, depth=spec.depth,
                               num_heads=spec.num_heads, **kwargs)
     size = model.patch_embed.img_size[0]
-    model.default_cfg = default_cfg(input_size=(3, size, size), crop_pct=0.9, interpolation="bicubic",
-                                    fixed_input_size=not model.dynamic_img_size, pool_size=None,
-                                    first_conv="patch_embed.proj",
-                                    classifier="head", **cfg)
+    # a distilled model's classifier is its two heads (timm's cfg: a tuple; fine-tuning resets both)
+    classifier = ("head", "head_dist") if model.head_dist is not None else "head"
+    model.default_cfg = default_cfg(**{**dict(input_size=(3, size, size), crop_pct=0.9, interpolation="bicubic",
+                                              fixed_input_size=not model.dynamic_img_size, pool_size=None,
+                                              first_conv="patch_embed.proj", classifier=classifier), **cfg})
     return model
 
 

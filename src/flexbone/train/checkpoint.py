@@ -166,6 +166,7 @@ def model_from_checkpoint(path: str | os.PathLike, model_name: str | None = None
     if num_classes is None:  # a foreign checkpoint: size the classifier from its weight
         probe = create_model(name, **kwargs)
         classifier = probe.default_cfg.get("classifier")
+        classifier = classifier if isinstance(classifier, str) else (classifier or (None,))[0]  # (DeiT: 2 heads)
         weight = state.get(f"{classifier}.weight") if classifier else None
         num_classes = int(weight.shape[0]) if weight is not None else getattr(probe, "num_classes", 1000)
     model = create_model(name, num_classes=num_classes, **kwargs)
