@@ -157,6 +157,13 @@ def test_a_checkpoint_of_another_size_loads_as_in_timm_and_fine_tuning_resets_bo
     headless = flexbone.create_model(NAME, img_size=32, pretrained=str(tmp_path / "w.pth"), num_classes=0)
     assert headless(x).shape == (2, 192)
 
+    # a foreign checkpoint without metadata (flexbone validate / export): the class count read from its heads
+    from flexbone.train.checkpoint import model_from_checkpoint
+
+    torch.save(timm.create_model(NAME, num_classes=7).state_dict(), tmp_path / "w7.pth")
+    rebuilt, _ = model_from_checkpoint(tmp_path / "w7.pth", model_name=NAME)
+    assert rebuilt.num_classes == 7 and rebuilt.head_dist.out_features == 7
+
     # a checkpoint of the undistilled DeiT does not fit: its missing token is named, nothing half-loaded
     torch.save(timm.create_model("deit_tiny_patch16_224", img_size=32).state_dict(), tmp_path / "plain.pth")
     with pytest.raises(CheckpointError, match="dist_token"):
