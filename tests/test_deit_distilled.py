@@ -220,3 +220,24 @@ def test_train_from_a_timm_checkpoint_then_export_to_onnx(tmp_path, capsys):
     (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     with torch.no_grad():
         assert np.abs(got - ref(x).numpy()).max() < 1e-4
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("name, size", [
+    ("deit_small_distilled_patch16_224", 32),
+    pytest.param("deit_base_distilled_patch16_224", 32, marks=pytest.mark.slow),
+    pytest.param("deit_base_distilled_patch16_384", None, marks=pytest.mark.slow),  # at its own 384 px
+])
+def test_the_other_distilled_names_match_timm(name, size):
+    kwargs = dict(img_size=size) if size else {}
+    ref = randomize_(timm.create_model(name, num_classes=6, **kwargs), keep_random_init=True).eval()
+    ours = flexbone.create_model(name, num_classes=6, **kwargs).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    side = size or ours.default_cfg["input_size"][-1]
+    assert side == ref.patch_embed.img_size[0] == (size or 384)
+    x = torch.randn(1, 3, side, side)
+    with torch.no_grad():
+        expected = ref(x)
+        assert expected.std() > 0 and _close(ours(x), expected)
+        assert _close(ours.forward_head(ours.forward_features(x), pre_logits=True),
+                      ref.forward_head(ref.forward_features(x), pre_logits=True))
