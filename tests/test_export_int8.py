@@ -108,7 +108,7 @@ def _conv_weights(graph):
 
 
 @pytest.mark.cli
-def test_the_command_quantizes_with_the_documented_defaults(tmp_path):
+def test_the_command_quantizes_with_the_documented_defaults(tmp_path, capsys):
     """`flexbone export --int8` with no int8 option: QDQ, uint8 activations, per-channel int8 weights in a 7-bit
     range (what onnxruntime wrote, read back from the file); the options switch each setting."""
     from flexbone.cli import export as cli_export
@@ -121,6 +121,10 @@ def test_the_command_quantizes_with_the_documented_defaults(tmp_path):
     base = ["export", "--model", "resnet8s_tiny", "--img-size", "8", "--format", "onnx", "--int8",
             "--calib-data", str(photos), "--calib-batches", "4"]
     assert main([*base, "--out", str(tmp_path / "default.onnx")]) == 0
+    printed = capsys.readouterr()
+    # the agreement line names the file the user asked for, not the staged temporary one
+    assert "flexbone: default.onnx: int8 and fp32 agree on the top-1 class of" in printed.out + printed.err
+    assert ".staged" not in printed.out + printed.err
     graph = onnx.load(str(tmp_path / "default.onnx")).graph
     weights = _conv_weights(graph)
     assert len(weights) == 12  # resnet8s_tiny's convs, each with a quantized weight (QDQ)

@@ -145,7 +145,7 @@ def export_model(source: ExportSource, out: str | os.PathLike, fmt: str, *, img_
     try:
         if fmt == "onnx":
             meta.update(_export_onnx(model, staged, inputs, what, dynamic_batch, opset, tolerance,
-                                     (int8_options or Int8Options()) if int8 else None, calib, log))
+                                     (int8_options or Int8Options()) if int8 else None, calib))
         elif fmt == "pt2":
             from .pt2 import export_pt2
 
@@ -156,6 +156,10 @@ def export_model(source: ExportSource, out: str | os.PathLike, fmt: str, *, img_
             meta["check"] = _export_safetensors(source, staged, inputs, meta, tolerance)
         for name, diff in meta["check"].get("max_abs_diff", {}).items():
             log(f"flexbone: {out.name}: max abs difference to the PyTorch model on the {name} input: {diff:.3g}")
+        if meta.get("int8"):  # reported here, under the name the user gave (the file written so far is staged)
+            log(f"flexbone: {out.name}: int8 and fp32 agree on the top-1 class of "
+                f"{100 * meta['int8']['top1_agreement_with_fp32']:.1f}% of {meta['int8']['calibration_images']} "
+                "calibration images")
         write_json(staged_sidecar, meta)
         os.replace(staged, out)
         os.replace(staged_sidecar, sidecar_path(out))
@@ -165,8 +169,8 @@ def export_model(source: ExportSource, out: str | os.PathLike, fmt: str, *, img_
     return meta
 
 
-def _export_onnx(model, out: Path, inputs, what, dynamic_batch, opset, tolerance, int8: Int8Options | None, calib,
-                 log) -> dict[str, Any]:
+def _export_onnx(model, out: Path, inputs, what, dynamic_batch, opset, tolerance, int8: Int8Options | None,
+                 calib) -> dict[str, Any]:
     from ..checkpoint import atomic_write
     from .onnx import INPUT_NAME, export_onnx, ort_runner, ort_session
 
@@ -193,8 +197,6 @@ def _export_onnx(model, out: Path, inputs, what, dynamic_batch, opset, tolerance
         if result["output_names"] != ["logits"]:
             raise ConfigError("--int8 is checked by top-1 agreement: it needs a classifier (logits), not features")
         atomic_write(out, quantize_and_check)
-    log(f"flexbone: {out.name}: int8 and fp32 agree on the top-1 class of {100 * agreement['top1']:.1f}% of "
-        f"{len(calib) // batch * batch} calibration images")
     return {"opset": opset, "input_name": INPUT_NAME, "output_names": result["output_names"],
             "int8": {**int8.describe(), "calibration_images": len(calib) // batch * batch,
                      "top1_agreement_with_fp32": agreement["top1"]},
