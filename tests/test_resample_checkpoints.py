@@ -118,3 +118,18 @@ def test_info_and_list_build_a_vit_for_the_size_asked(capsys):
     assert main(["list", "vit_tiny_patch16_224", "--img-size", "64", "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert row["params"] == count_params(ref) and row["macs"] == count_macs(ref, 64)
+
+
+@pytest.mark.cli
+def test_export_builds_a_vit_for_its_img_size(tmp_path):
+    """`flexbone export --model vit_... --img-size 32` (no checkpoint): the model is built for 32 px, so the
+    export's own onnxruntime check runs on a 32 px input instead of failing on it."""
+    import onnx
+
+    out = tmp_path / "vit32.onnx"
+    assert main(["export", "--model", "vit_tiny_patch16_224", "--img-size", "32", "--format", "onnx",
+                 "--out", str(out)]) == 0
+    sidecar = json.loads(out.with_name(out.name + ".json").read_text())
+    assert sidecar["kwargs"] == {"img_size": 32} and sidecar["input_size"] == [3, 32, 32]
+    dims = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims][-2:] == [32, 32]

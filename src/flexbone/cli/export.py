@@ -112,7 +112,12 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    source = load_source(args.model, args.checkpoint, args.subnet, config=args.config)
+    sized = {}
+    if args.model and args.checkpoint is None and args.subnet is None and args.img_size:
+        from ..bench.complexity import sized_kwargs
+
+        sized = sized_kwargs(args.model, args.img_size)  # a ViT / Swin / MaxViT built for --img-size
+    source = load_source(args.model, args.checkpoint, args.subnet, config=args.config, **sized)
     if args.checkpoint is None and args.subnet is None:
         print(f"flexbone: note: no --checkpoint: exporting {args.model} with random weights")
     export_model(source, args.out, args.format, img_size=args.img_size, batch_size=args.batch_size,
