@@ -185,6 +185,21 @@ def test_cli_onnx_sidecar_and_onnxruntime(tmp_path, capsys):
     assert sorted(p.name for p in out.parent.iterdir()) == ["m.onnx", "m.onnx.json"]  # no temporary left
 
 
+def test_help_example_names_the_quickstart_run_folder():
+    """The first `flexbone export --help` example's glob matches the folder `flexbone train --recipe quickstart`
+    (and `flexbone demo`) creates (it read runs/quickstart-*, which matches no run folder)."""
+    import fnmatch
+    import re
+
+    from flexbone.cli.export import EPILOG
+    from flexbone.config import load_recipe
+    from flexbone.train.engine import default_run_name
+
+    globs = re.findall(r"--checkpoint (runs/\S*quickstart\S*)/model\.safetensors", EPILOG)
+    run_dir = f"runs/{default_run_name(load_recipe('quickstart'), 'quickstart')}"
+    assert globs and all(fnmatch.fnmatch(run_dir, g) for g in globs), (globs, run_dir)
+
+
 @pytest.mark.cli
 @pytest.mark.parametrize("argv, message", [
     (["--model", "resnet8s_tiny", "--format", "tflite"], "unknown export format 'tflite'"),

@@ -12,7 +12,7 @@ import argparse
 from ..options import int_range
 
 EPILOG = """examples:
-  flexbone export --checkpoint runs/quickstart-*/model.safetensors --format onnx --out digits.onnx
+  flexbone export --checkpoint runs/resnet8s_tiny-quickstart-*/model.safetensors --format onnx --out digits.onnx
   flexbone export --model resnet50 --checkpoint resnet50.pth --format onnx --fold-bn --dynamic-batch --out r50.onnx
   flexbone export --subnet my_subnet/ --format pt2 --img-size 192 --out subnet.pt2
   flexbone export --checkpoint model.safetensors --format onnx --int8 --calib-data photos/ --out model-int8.onnx
