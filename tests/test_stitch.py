@@ -268,6 +268,8 @@ def test_stitch_cli_builds_initialises_saves_and_evaluates(tmp_path, capsys):
                  "--data", "digits", "--out", str(out), "--img-size", "8", "--init-images", "40", "--evaluate",
                  "--latency", "--repeats", "1", "--threads", "1", "--budget", "latency=10s,params=15M",
                  "--budget", "macs=1G", "--budget", "macs=1", "--workers", "0", "--no-progress"]) == 0
+    printed = capsys.readouterr()
+    assert f"wrote {out / 'config.json'}" in printed.err  # the result, with --no-progress too
     net = load_snnet(out).eval()
     assert net.num_configs == 10
     # the anchors inside are the checkpoints' models, and the stitches are the least-squares solution
@@ -288,6 +290,6 @@ def test_stitch_cli_builds_initialises_saves_and_evaluates(tmp_path, capsys):
     assert float(chosen[0]["top1"]) == max(float(r["top1"]) for r in fits) and float(chosen[0]["params"]) <= 15e6
     assert float(chosen[1]["top1"]) == max(float(r["top1"]) for r in rows)
     assert chosen[2]["id"] == ""  # nothing has 1 MAC
-    assert "budget macs-1: no configuration fits" in capsys.readouterr().out
+    assert "budget macs-1: no configuration fits" in printed.out
     assert main(["stitch", "--from", str(out), "--data", "digits", "--evaluate", "--budget", "latency=5ms"]) == 2
     assert "needs --latency" in capsys.readouterr().err

@@ -168,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None and (args.from_dir is None or args.weights is not None):
         save_snnet(net.cpu(), out, {"init_images": 0 if args.no_init else args.init_images, "seed": args.seed, **extra})
         net.to(device)
-        say(f"flexbone: wrote {out / 'config.json'} and {out / 'model.safetensors'}")
+        # the result line is not progress: printed with --no-progress too
+        print(f"flexbone: wrote {out / 'config.json'} and {out / 'model.safetensors'}", file=sys.stderr)
     if args.evaluate:
         latency = time_configs(net, data_cfg.img_size, threads=args.threads, repeats=args.repeats,
                                progress=not args.no_progress) if args.latency else None
