@@ -379,6 +379,31 @@ def test_two_real_processes_one_run_folder(tmp_path):
             first.kill()
 
 
+
+@pytest.mark.slow
+def test_sigterm_ends_a_run_as_ctrl_c_does(tmp_path):
+    """`kill` (SIGTERM) of a training process: the same cleanup and note as Ctrl-C, exit 143, the lock released
+    and the checkpoint kept."""
+    out = tmp_path / "runs"
+    long_run = [a if a != "2" or TINY[i - 1] != "--schedule.epochs" else "100000" for i, a in enumerate(TINY)]
+    proc = subprocess.Popen([sys.executable, "-m", "flexbone", "train", "--recipe", "quickstart", *long_run,
+                             "--train.output_dir", str(out), "--train.run_name", "r"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        run = out / "r"
+        deadline = time.time() + 120
+        while not (run / "checkpoint-last.pt").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert (run / "checkpoint-last.pt").exists(), proc.stderr.read() if proc.poll() is not None else ""
+        proc.terminate()
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 143 and "Traceback" not in err
+        assert "flexbone: terminated (SIGTERM)" in err and f"continue with: flexbone train --resume {run}" in err
+        assert not (run / ".lock").exists() and (run / "checkpoint-last.pt").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
 # -------------------------------------------------------------------------- malformed files, images
 def test_predict_keeps_going_past_an_unreadable_image(capsys, tmp_path, weights):
     good = tmp_path / "digit.png"

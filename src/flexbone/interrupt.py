@@ -2,7 +2,8 @@
 
 A command wraps its long work in :func:`interrupt_note`; when a :class:`KeyboardInterrupt` passes out of
 the block the note is recorded, and the command line's ``main()`` prints ``flexbone: interrupted`` followed
-by the recorded notes (innermost first) and exits 130::
+by the recorded notes (innermost first) and exits 130. SIGTERM is handled the same way (:class:`Terminated`, a
+KeyboardInterrupt): ``flexbone: terminated``, the notes, exit 143::
 
     with interrupt_note(f"run folder {run_dir}; continue with: flexbone train --resume {run_dir}"):
         with interrupt_note(lambda: f"kept {len(rows)} evaluated rows in {csv}"):   # read at interrupt time
@@ -18,6 +19,16 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 _recorded: list[str] = []
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a job scheduler ending the job), raised where the process is as Ctrl-C's
+    KeyboardInterrupt is, so that every block cleans up and leaves its note alike; the command line exits 143."""
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    """The command line's SIGTERM handler (installed when ``flexbone`` runs as a program)."""
+    raise Terminated()
 
 
 @dataclass
@@ -58,6 +69,7 @@ def take_notes() -> list[str]:
     return notes
 
 
-def interrupted_message() -> str:
-    """``flexbone: interrupted`` and, one per line, what the interrupted blocks kept and how to continue."""
-    return "\n".join(["flexbone: interrupted"] + [f"flexbone: {n}" for n in take_notes()])
+def interrupted_message(how: str = "interrupted") -> str:
+    """``flexbone: interrupted`` (or ``how``) and, one per line, what the interrupted blocks kept and how to
+    continue."""
+    return "\n".join([f"flexbone: {how}"] + [f"flexbone: {n}" for n in take_notes()])

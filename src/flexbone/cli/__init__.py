@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from ..errors import FlexboneError
 
@@ -48,17 +50,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv is None:
             from ..cpu_memory import apply_policy
+            from ..interrupt import raise_terminated
 
             apply_policy()
+            if threading.current_thread() is threading.main_thread():  # `kill` cleans up as Ctrl-C does
+                signal.signal(signal.SIGTERM, raise_terminated)
         return args.func(args) or 0
     except FlexboneError as e:
         print(f"flexbone: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        from ..interrupt import interrupted_message
+    except KeyboardInterrupt as e:
+        from ..interrupt import Terminated, interrupted_message
 
-        print(interrupted_message(), file=sys.stderr)
-        return 130
+        terminated = isinstance(e, Terminated)
+        print(interrupted_message("terminated (SIGTERM)" if terminated else "interrupted"), file=sys.stderr)
+        return 143 if terminated else 130
     except BrokenPipeError:  # `flexbone list | head`: the reader left; not an error of ours
         sys.stderr.close()
         return 0
