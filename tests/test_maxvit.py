@@ -32,7 +32,7 @@ def test_registered_names_are_timms():
     assert names <= set(timm.list_models("maxvit*"))
 
 
-@pytest.mark.parametrize("name", TF_NAMES)
+@pytest.mark.parametrize("name", sorted(VARIANTS))  # the TF ports and timm's own maxvit_rmlp_*
 def test_state_dict_and_levels_are_timms(name):
     ours = build_on_meta(name)
     with torch.device("meta"):
@@ -41,6 +41,7 @@ def test_state_dict_and_levels_are_timms(name):
     assert ours.num_params() == sum(p.numel() for p in ref.parameters())
     assert [dict(s) for s in ours.feature_info] == [dict(s) for s in ref.feature_info]
     assert (ours.num_features, ours.head_hidden_size) == (ref.num_features, ref.head_hidden_size)
+    assert ours.img_size == ref.img_size[0] and ours.window_size == ref.img_size[0] // 32  # 8 at 256, 12 at 384
 
 
 @pytest.mark.parametrize("size", [64, pytest.param(32, marks=pytest.mark.slow)])
