@@ -14,7 +14,6 @@ import pytest
 import torch
 
 import flexbone
-from flexbone.bench.complexity import build_on_meta
 from flexbone.layers.rel_pos_mlp import RelPosMlp
 from flexbone.models.maxvit import VARIANTS, MaxVit
 
