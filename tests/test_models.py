@@ -25,15 +25,13 @@ STATIC = [n for n in ALL if flexbone.models.model_family(n) not in (
     "cbnet", "ofa_resnet", "ofa_mobilenet", "ffnet", "stitch")]
 
 
-# the deep and wide variants: same code paths as their small siblings, many more FLOPs
+# the deep and wide variants: same code paths as their small siblings, many more FLOPs. Here they are built and run
+# for shapes on the meta device; the arithmetic is checked on the small siblings (and against timm in the families'
+# parity tests)
 _BIG = re.compile(r"(101|152|200|269|270|350|420|wide_|x8d|64x4d|pvt_v2_b[345]|pvt_medium|pvt_large|vovnet99|maxvit_(rmlp_)?(small|base)|vit_large|vit_huge|deit_base_distilled)")
 
 
-def _mark(names):
-    return [pytest.param(n, marks=pytest.mark.slow) if _BIG.search(n) else n for n in names]
-
-
-@pytest.mark.parametrize("name", _mark(STATIC))
+@pytest.mark.parametrize("name", [n for n in STATIC if not _BIG.search(n)])
 def test_contract(name, monkeypatch):
     kwargs, size = sized(name, 64)
     model = create_model(name, num_classes=5, in_chans=2, drop_rate=0.1, drop_path_rate=0.1, **kwargs)
@@ -72,6 +70,23 @@ def test_contract(name, monkeypatch):
         assert model(x).shape == (2, model.head_hidden_size)
 
 
+@pytest.mark.parametrize("name", [n for n in STATIC if _BIG.search(n)])
+def test_contract_shapes_of_the_big_variants(name):
+    """The deep and wide variants share test_contract's code paths with their small siblings; each is built here on
+    the meta device (shapes, no weights, no arithmetic) and its outputs, pre-logits and new classifiers checked
+    for shape."""
+    kwargs, size = sized(name, 64)
+    with torch.device("meta"):
+        model = create_model(name, num_classes=5, in_chans=2, drop_rate=0.1, drop_path_rate=0.1, **kwargs).eval()
+        feats = model.forward_features(torch.empty(2, 2, size, size))  # one forward: a deep model's cost
+        assert model.forward_head(feats).shape == (2, 5) and model.num_classes == 5
+        assert model.forward_head(feats, pre_logits=True).shape == (2, model.head_hidden_size)
+        model.reset_classifier(3)
+        assert model.forward_head(feats).shape == (2, 3)
+        model.reset_classifier(0)
+        assert model.forward_head(feats).shape == (2, model.head_hidden_size)
+
+
 def _zero_weights(name, **kwargs):
     """``create_model(name, **kwargs)`` with every weight and buffer 0, for checks of shapes only: the random
     initialisation took most of such a test's time (seconds for the largest models). A model with buffers that
@@ -86,14 +101,19 @@ def _zero_weights(name, **kwargs):
     return model
 
 
-@pytest.mark.parametrize("name", _mark(STATIC))
+@pytest.mark.parametrize("name", STATIC)
 def test_features_only(name):
     # levels and shapes only (values: the families' timm parity tests). The model runs with zero weights at a small
     # size: fixed-size transformers are built for 64 px, valid-padding Inception at its minimum of 75; the
     # out_indices variants are built and run on the meta device (shapes without weights or arithmetic), the second
     # at timm's input size
     kwargs, small = sized(name, 64)
-    model = _zero_weights(name, features_only=True, **kwargs).eval()
+    big = _BIG.search(name)  # the deep / wide variants: arithmetic in their small siblings, shapes on meta here
+    if big:
+        with torch.device("meta"):
+            model = create_model(name, features_only=True, **kwargs).eval()
+    else:
+        model = _zero_weights(name, features_only=True, **kwargs).eval()
     info = model.feature_info
     # timm's levels (CNNs: the stride-2 stem level first); the last four of a hierarchical model are the
     # dense-prediction pyramid at strides 4..32 (isotropic transformers: one stride for every level)
@@ -103,9 +123,9 @@ def test_features_only(name):
     with torch.device("meta"):
         pyramid = create_model(name, features_only=True, out_indices=PYRAMID).feature_info
     assert list(zip(pyramid.channels(), pyramid.reduction())) == levels[-4:]
-    for size in [small] if kwargs else [small, small + 32]:  # a fixed-size model takes only its own size
+    for size in [small] if kwargs or big else [small, small + 32]:  # a fixed-size model takes only its own size
         with torch.no_grad():
-            maps = model(torch.randn(1, 3, size, size))
+            maps = model(torch.randn(1, 3, size, size, device="meta" if big else "cpu"))
         if model.output_fmt == "NHWC":  # Swin's maps are channels-last, as timm's
             maps = [m.permute(0, 3, 1, 2) for m in maps]
         assert [m.shape[1] for m in maps] == info.channels()
