@@ -11,6 +11,7 @@ file where a folder must be, by a read-only tmpfs (where this process may mount)
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -347,25 +348,34 @@ def test_a_stale_lock_of_a_killed_run_is_taken_over(capsys, finished_run):
     assert not (finished_run / ".lock").exists()
 
 
+@contextlib.contextmanager
+def _training_process(out):
+    """A `flexbone train` process (run folder ``out/r``) that cannot finish on its own, however slow the machine (200
+    epochs of the tiny run once finished first on a loaded CI machine); yields it once its first checkpoint exists,
+    and kills it on the way out if it still runs."""
+    long_run = [a if a != "2" or TINY[i - 1] != "--schedule.epochs" else "100000" for i, a in enumerate(TINY)]
+    proc = subprocess.Popen([sys.executable, "-m", "flexbone", "train", "--recipe", "quickstart", *long_run,
+                             "--train.output_dir", str(out), "--train.run_name", "r"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            # Ctrl-C's default, even where this test runs with SIGINT ignored (a job started in the
+                            # background, under nohup): a child would inherit that and never see a SIGINT
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.time() + 120
+        while not (out / "r" / "checkpoint-last.pt").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert (out / "r" / "checkpoint-last.pt").exists(), proc.stderr.read() if proc.poll() is not None else ""
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 @pytest.mark.slow
 def test_two_real_processes_one_run_folder(tmp_path):
     """A training process holds its folder; a second --resume of it, started meanwhile, is refused."""
-    out = tmp_path / "runs"
-    # a run that cannot finish before the SIGINT below, however slow the second process is to start (200 epochs
-    # of the tiny run once finished first on a loaded CI machine)
-    long_run = [a if a != "2" or TINY[i - 1] != "--schedule.epochs" else "100000" for i, a in enumerate(TINY)]
-    first = subprocess.Popen([sys.executable, "-m", "flexbone", "train", "--recipe", "quickstart", *long_run,
-                              "--train.output_dir", str(out), "--train.run_name", "r"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                             # Ctrl-C's default, even where this test runs with SIGINT ignored (a job started in the
-                             # background, under nohup): a child would inherit that and never see the SIGINT below
-                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        run = out / "r"
-        deadline = time.time() + 120
-        while not (run / "checkpoint-last.pt").exists() and time.time() < deadline and first.poll() is None:
-            time.sleep(0.2)
-        assert (run / "checkpoint-last.pt").exists(), first.stderr.read() if first.poll() is not None else ""
+    run = tmp_path / "runs" / "r"
+    with _training_process(tmp_path / "runs") as first:
         second = subprocess.run([sys.executable, "-m", "flexbone", "train", "--resume", str(run), "--no-progress"],
                                 capture_output=True, text=True, timeout=120)
         assert second.returncode == 2 and "Traceback" not in second.stderr
@@ -374,35 +384,20 @@ def test_two_real_processes_one_run_folder(tmp_path):
         _, err = first.communicate(timeout=120)
         assert first.returncode == 130 and f"continue with: flexbone train --resume {run}" in err
         assert not (run / ".lock").exists()
-    finally:
-        if first.poll() is None:
-            first.kill()
-
 
 
 @pytest.mark.slow
 def test_sigterm_ends_a_run_as_ctrl_c_does(tmp_path):
     """`kill` (SIGTERM) of a training process: the same cleanup and note as Ctrl-C, exit 143, the lock released
     and the checkpoint kept."""
-    out = tmp_path / "runs"
-    long_run = [a if a != "2" or TINY[i - 1] != "--schedule.epochs" else "100000" for i, a in enumerate(TINY)]
-    proc = subprocess.Popen([sys.executable, "-m", "flexbone", "train", "--recipe", "quickstart", *long_run,
-                             "--train.output_dir", str(out), "--train.run_name", "r"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        run = out / "r"
-        deadline = time.time() + 120
-        while not (run / "checkpoint-last.pt").exists() and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-        assert (run / "checkpoint-last.pt").exists(), proc.stderr.read() if proc.poll() is not None else ""
+    run = tmp_path / "runs" / "r"
+    with _training_process(tmp_path / "runs") as proc:
         proc.terminate()
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 143 and "Traceback" not in err
         assert "flexbone: terminated (SIGTERM)" in err and f"continue with: flexbone train --resume {run}" in err
         assert not (run / ".lock").exists() and (run / "checkpoint-last.pt").exists()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+
 
 # -------------------------------------------------------------------------- malformed files, images
 def test_predict_keeps_going_past_an_unreadable_image(capsys, tmp_path, weights):
